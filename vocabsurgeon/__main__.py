@@ -1,0 +1,3 @@
+from vocabsurgeon.cli import main
+
+main()

@@ -1,0 +1,71 @@
+"""One exception hierarchy for everything vocabsurgeon refuses to do.
+
+Each class is also the built-in a library caller would naturally catch (``FileNotFoundError``, ``ValueError``, ...).
+``str(error)`` is the complete one-line message a user sees: what is wrong, where, and what to do next.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class VocabSurgeonError(Exception):
+    """Base class. ``exit_code`` is what the CLI exits with (1 failure, 2 usage)."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, path: str | Path | None = None, hint: str | None = None) -> None:
+        Exception.__init__(self, message)
+        self.message = message
+        self.path = Path(path) if path is not None else None
+        self.hint = hint
+
+    def __str__(self) -> str:
+        text = f"{self.path}: {self.message}" if self.path is not None else self.message
+        if self.hint:
+            text = f"{text}; {self.hint}"
+        return text
+
+
+class CheckpointNotFoundError(VocabSurgeonError, FileNotFoundError):
+    """The directory, model id or a required file does not exist."""
+
+
+class CheckpointFormatError(VocabSurgeonError, ValueError):
+    """A file exists but cannot be parsed: not JSON, truncated weights, an unknown tokenizer model."""
+
+
+class UnsupportedCheckpointError(VocabSurgeonError, ValueError):
+    """The checkpoint is valid but uses something this version cannot operate on."""
+
+
+class TokenRequestError(VocabSurgeonError, ValueError):
+    """The tokens asked for are unusable: empty, duplicated, normalizing to the same string."""
+
+
+class NotEnoughSlotsError(TokenRequestError):
+    """More tokens than free slots under a strategy that does not append."""
+
+
+class OutputExistsError(VocabSurgeonError, FileExistsError):
+    """The output path exists and ``--force`` was not given, or it is the source itself."""
+
+
+class SourceChangedError(VocabSurgeonError, ValueError):
+    """A saved plan no longer matches the files it was computed from."""
+
+
+class VerificationError(VocabSurgeonError):
+    """The written checkpoint violates an invariant; carries every violation found."""
+
+    def __init__(self, violations: list[str], *, path: str | Path | None = None) -> None:
+        first = violations[0] if violations else "unknown violation"
+        more = f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""
+        super().__init__(f"verification failed: {first}{more}", path=path)
+        self.violations = list(violations)
+
+
+class RecipeError(VocabSurgeonError, ValueError):
+    """A batch recipe is malformed: unknown key, wrong type, unreadable file."""
+
+    exit_code = 2

@@ -1,0 +1,31 @@
+"""Unigram (SentencePiece: T5, XLM-R, ALBERT): model.vocab is a list of [piece, score] where the id is the
+position. A placed token is always an added token (Viterbi would not promise to keep it whole)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import Family, TokenizerDocs
+
+
+class Unigram(Family):
+    name = "unigram"
+    model_type = "Unigram"
+
+    def read_model_vocab(self, model: dict[str, Any]) -> dict[str, int]:
+        vocab = model.get("vocab")
+        if not isinstance(vocab, list):
+            raise ValueError("model.vocab is not a list of [piece, score]")
+        return {str(entry[0]): idx for idx, entry in enumerate(vocab)}
+
+    def set_model_entry(self, docs: TokenizerDocs, token_id: int, token: str, replaces: str | None) -> None:
+        if docs.tokenizer_json is None:
+            return
+        vocab = docs.tokenizer_json["model"]["vocab"]
+        if token_id < len(vocab):
+            vocab[token_id] = [token, vocab[token_id][1]]
+        elif token_id == len(vocab):
+            # The lowest score of the vocabulary: the piece exists for the id, Viterbi will not prefer it.
+            vocab.append([token, min((entry[1] for entry in vocab), default=0.0)])
+        else:
+            raise ValueError(f"the Unigram vocabulary has {len(vocab)} pieces; id {token_id} would leave a gap")

@@ -1,0 +1,505 @@
+"""Streaming access to single ``.safetensors`` files: header parsing, row reads and edited copies.
+
+Implements the weight-format interface described in :mod:`vocabsurgeon.formats.weights` without loading a model
+(and without torch): only the header is parsed, rows are read individually, means are streamed in bounded chunks,
+and an edited copy moves every untouched byte range with ``os.copy_file_range``.
+
+A safetensors file is ``<u64 little-endian header length N><N bytes of JSON header><data>``. The header maps each
+tensor name to ``{"dtype", "shape", "data_offsets": [begin, end]}`` (offsets relative to the start of the data) and
+may carry a ``"__metadata__"`` dict of strings. We parse it ourselves because the library does not expose offsets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from vocabsurgeon.errors import (
+    CheckpointFormatError,
+    CheckpointNotFoundError,
+    OutputExistsError,
+    UnsupportedCheckpointError,
+)
+from vocabsurgeon.formats.weights import (
+    DTYPE_SIZES,
+    FLOAT_DTYPES,
+    Progress,
+    TensorEdit,
+    TensorSpec,
+    check_edits,
+    decode,
+    encode,
+)
+
+PathLike = str | os.PathLike[str]
+
+METADATA_KEY = "__metadata__"
+
+#: the safetensors library refuses headers above this size, so do we (it also bounds what we read).
+MAX_HEADER_SIZE = 100_000_000
+
+#: the largest piece handled at once: a mean's read chunk, an encoded batch of rows, one progress step.
+CHUNK_BYTES = 64 << 20
+
+#: buffer size of the plain read/write copy used when ``copy_file_range`` is unavailable.
+FALLBACK_BUFFER_BYTES = 16 << 20
+
+#: dtypes the safetensors library accepts but vocabsurgeon has no element size for (some are sub-byte).
+_LIBRARY_ONLY_DTYPES = frozenset(
+    {"F4", "F6_E2M3", "F6_E3M2", "F8_E8M0", "F8_E4M3FNUZ", "F8_E5M2FNUZ", "U16", "U32", "U64", "C64"}
+)
+
+_NUMERIC = {"F64": "<f8", "F32": "<f4", "F16": "<f2"}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One tensor of a safetensors file: its spec and where its bytes lie, relative to the data section."""
+
+    spec: TensorSpec
+    begin: int
+    end: int
+
+
+@dataclass(frozen=True)
+class Header:
+    """A parsed and validated safetensors header."""
+
+    entries: tuple[Entry, ...]
+    metadata: dict[str, str] | None
+    data_start: int
+    file_size: int
+
+    def specs(self) -> dict[str, TensorSpec]:
+        """Every tensor's spec by name, in file order."""
+        return {entry.spec.name: entry.spec for entry in self.entries}
+
+    def entry(self, name: str) -> Entry:
+        """The entry of tensor ``name``; KeyError if there is none."""
+        for entry in self.entries:
+            if entry.spec.name == name:
+                return entry
+        raise KeyError(f"no tensor named {name!r}")
+
+
+# --------------------------------------------------------------------------------------------------- reading
+
+
+def read_header(path: PathLike) -> Header:
+    """Parse and validate the header of the safetensors file at ``path``, reading no tensor data.
+
+    Validation follows the safetensors library: the length prefix fits the file, the header is UTF-8 JSON, every
+    dtype is known, each tensor's byte range matches its shape and dtype, and the ranges tile the data section
+    exactly (sorted by offset, no gap, no overlap, nothing missing or left over). Raises CheckpointFormatError
+    naming the file for anything else.
+    """
+    try:
+        with open(path, "rb") as file:
+            file_size = os.fstat(file.fileno()).st_size
+            prefix = file.read(8)
+            if len(prefix) < 8:
+                raise CheckpointFormatError(
+                    f"not a safetensors file: only {file_size} bytes, too short for the 8-byte header length",
+                    path=path,
+                )
+            length = int.from_bytes(prefix, "little")
+            if length > file_size - 8:
+                raise CheckpointFormatError(
+                    f"truncated or not a safetensors file: header length {length} exceeds the {file_size}-byte file",
+                    path=path,
+                )
+            if length > MAX_HEADER_SIZE:
+                raise CheckpointFormatError(
+                    f"safetensors header of {length} bytes is larger than the {MAX_HEADER_SIZE}-byte limit", path=path
+                )
+            raw = file.read(length)
+    except FileNotFoundError as error:
+        raise CheckpointNotFoundError("no such file", path=path) from error
+    if len(raw) != length:
+        raise CheckpointFormatError("file shrank while its header was read", path=path)
+    return _parse_header(raw, path=path, file_size=file_size)
+
+
+def read_tensor_specs(path: PathLike) -> dict[str, TensorSpec]:
+    """Names, dtypes and shapes of every tensor in the file, in file order, from the header alone."""
+    return read_header(path).specs()
+
+
+def read_rows(path: PathLike, name: str, rows: Sequence[int]) -> np.ndarray:
+    """Rows ``rows`` (indices along dim 0, any order, repeats allowed) of tensor ``name`` as float32.
+
+    The result has shape ``(len(rows), *shape[1:])``; only the pages holding those rows are read.
+    """
+    header = read_header(path)
+    entry = header.entry(name)
+    spec = _row_spec(entry.spec)
+    index = np.asarray(rows, dtype=np.int64).reshape(-1)
+    _check_rows(spec, index)
+    out_shape = (len(index), *spec.shape[1:])
+    if len(index) == 0 or spec.row_bytes == 0:
+        return np.zeros(out_shape, dtype=np.float32)
+    mapped = np.memmap(
+        path, dtype=np.uint8, mode="r", offset=header.data_start + entry.begin, shape=(spec.shape[0], spec.row_bytes)
+    )
+    try:
+        picked = np.array(mapped[index])
+    finally:
+        del mapped
+    return decode(picked, spec.dtype).reshape(out_shape)
+
+
+def read_row_mean(path: PathLike, name: str, exclude: Collection[int] = ()) -> np.ndarray:
+    """Float32 mean of the rows of tensor ``name`` not listed in ``exclude``, shape ``shape[1:]``.
+
+    The tensor is streamed in chunks of about 64 MiB and summed in float64, so memory stays bounded whatever its
+    size. Raises ValueError if no row is left to average.
+    """
+    header = read_header(path)
+    entry = header.entry(name)
+    spec = _row_spec(entry.spec)
+    n_rows, row_bytes = spec.shape[0], spec.row_bytes
+    excluded = np.unique(np.asarray(list(exclude), dtype=np.int64))
+    _check_rows(spec, excluded)
+    kept = n_rows - len(excluded)
+    if kept == 0:
+        raise ValueError(f"{name}: no rows left to average")
+    total = np.zeros(row_bytes // DTYPE_SIZES[spec.dtype], dtype=np.float64)
+    if row_bytes:
+        chunk_rows = max(1, CHUNK_BYTES // row_bytes)
+        buffer = np.empty(min(chunk_rows, n_rows) * row_bytes, dtype=np.uint8)
+        with open(path, "rb", buffering=0) as file:
+            file.seek(header.data_start + entry.begin)
+            for start in range(0, n_rows, chunk_rows):
+                stop = min(n_rows, start + chunk_rows)
+                view = buffer[: (stop - start) * row_bytes]
+                if not _read_exact(file, view):
+                    raise CheckpointFormatError(f"file ended while reading tensor {name}", path=path)
+                block = _numbers(view, spec.dtype).reshape(stop - start, -1)
+                skip = excluded[np.searchsorted(excluded, start) : np.searchsorted(excluded, stop)]
+                if len(skip):
+                    block = np.delete(block, skip - start, axis=0)
+                total += block.sum(axis=0, dtype=np.float64)
+    return (total / kept).astype(np.float32).reshape(spec.shape[1:])
+
+
+# --------------------------------------------------------------------------------------------------- writing
+
+
+def dump_header(entries: Sequence[Entry], metadata: Mapping[str, str] | None) -> bytes:
+    """Serialize a header as the safetensors library writes it: 8-byte length, then space-padded compact JSON.
+
+    ``"__metadata__"`` comes first when ``metadata`` is not None, then the tensors in the order given, each as
+    ``{"dtype", "shape", "data_offsets"}``. The JSON is padded with spaces to a multiple of 8 bytes. Pure.
+    """
+    document: dict[str, Any] = {}
+    if metadata is not None:
+        document[METADATA_KEY] = dict(metadata)
+    for entry in entries:
+        name = entry.spec.name
+        if name == METADATA_KEY or name in document:
+            raise ValueError(f"tensor name {name!r} is reserved or repeated")
+        document[name] = {
+            "dtype": entry.spec.dtype,
+            "shape": list(entry.spec.shape),
+            "data_offsets": [entry.begin, entry.end],
+        }
+    # serde_json (the library) writes non-ASCII characters as UTF-8, not as \u escapes.
+    text = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text
+
+
+def write_edited(
+    src: PathLike, dst: PathLike, edits: Mapping[str, TensorEdit], progress: Progress | None = None
+) -> None:
+    """Write ``dst`` as a copy of the safetensors file ``src`` with ``edits`` applied.
+
+    An edited tensor keeps its old bytes except the rows it overwrites, then gets its new rows appended; its
+    shape[0] becomes ``new_rows`` and later offsets shift. Tensor order and metadata are kept, and every other byte
+    is copied unchanged: with no edits the copy is byte-identical, and when no tensor grows even the header bytes
+    are. ``dst`` must not exist (nor be a symlink, nor be ``src``); ``progress`` receives the byte count of each
+    written piece. A partly written ``dst`` is removed on failure.
+    """
+    header = read_header(src)
+    specs = header.specs()
+    for name in edits:
+        if name in specs and not specs[name].shape:
+            raise ValueError(f"{name}: a scalar tensor has no rows to edit")
+    check_edits(specs, edits)
+    _check_destination(src, dst)
+    report: Progress = progress or (lambda _: None)
+    grows = any(edit.new_rows != specs[name].shape[0] for name, edit in edits.items())
+
+    try:
+        with open(src, "rb", buffering=0) as source, open(dst, "xb", buffering=0) as output:
+            try:
+                _write_data(source.fileno(), output.fileno(), header, edits, grows, report)
+            except EOFError as error:
+                _remove(dst)
+                raise CheckpointFormatError(f"source file changed while it was copied: {error}", path=src) from error
+            except BaseException:
+                _remove(dst)
+                raise
+    except FileExistsError as error:
+        if isinstance(error, OutputExistsError):
+            raise
+        raise OutputExistsError("output file already exists", path=dst) from error
+
+
+def copy_range(src_fd: int, dst_fd: int, offset: int, count: int, progress: Progress | None = None) -> None:
+    """Copy ``count`` bytes at ``offset`` of ``src_fd`` to the current position of ``dst_fd``, at disk speed.
+
+    Uses ``os.copy_file_range`` (in-kernel, possibly reflinked) and falls back to a 16 MiB buffered read/write
+    loop where it is unavailable. ``progress`` is called after each piece of at most 64 MiB. Raises EOFError if the
+    source ends early.
+    """
+    report: Progress = progress or (lambda _: None)
+    done = 0
+    try:
+        while done < count:
+            copied = os.copy_file_range(src_fd, dst_fd, min(CHUNK_BYTES, count - done), offset + done)
+            if copied == 0:
+                raise EOFError(f"source ended {count - done} bytes early")
+            done += copied
+            report(copied)
+    except (OSError, AttributeError):
+        # No copy_file_range (not Linux) or not for this pair of files (old kernel, some filesystems).
+        _copy_range_buffered(src_fd, dst_fd, offset + done, count - done, report)
+
+
+# --------------------------------------------------------------------------------------------------- helpers
+
+
+def _parse_header(raw: bytes, *, path: PathLike, file_size: int) -> Header:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise CheckpointFormatError(f"safetensors header is not valid UTF-8: {error}", path=path) from error
+    try:
+        document = json.loads(text, parse_constant=_reject_constant)
+    except ValueError as error:
+        raise CheckpointFormatError(f"safetensors header is not valid JSON: {error}", path=path) from error
+    if not isinstance(document, dict):
+        raise CheckpointFormatError("safetensors header is not a JSON object", path=path)
+
+    metadata = document.pop(METADATA_KEY, None)
+    if metadata is not None and not (
+        isinstance(metadata, dict) and all(isinstance(value, str) for value in metadata.values())
+    ):
+        raise CheckpointFormatError('safetensors "__metadata__" is not a dict of strings', path=path)
+
+    entries = [_parse_entry(name, info, path=path) for name, info in document.items()]
+    entries.sort(key=lambda entry: (entry.begin, entry.end))
+    data_start = 8 + len(raw)
+    position = 0
+    for entry in entries:
+        if entry.begin != position or entry.end < entry.begin:
+            raise CheckpointFormatError(
+                f"tensor {entry.spec.name} has data_offsets [{entry.begin}, {entry.end}] but the previous tensor "
+                f"ends at {position}; the tensors must tile the data without gaps or overlap",
+                path=path,
+            )
+        if entry.end - entry.begin != entry.spec.nbytes:
+            raise CheckpointFormatError(
+                f"tensor {entry.spec.name} spans {entry.end - entry.begin} bytes but its shape {list(entry.spec.shape)}"
+                f" and dtype {entry.spec.dtype} need {entry.spec.nbytes}",
+                path=path,
+            )
+        position = entry.end
+    available = file_size - data_start
+    if position > available:
+        raise CheckpointFormatError(
+            f"truncated safetensors file: header says {position} data bytes, file has {available}", path=path
+        )
+    if position < available:
+        raise CheckpointFormatError(
+            f"safetensors file has {available} data bytes but its header accounts for only {position}", path=path
+        )
+    return Header(entries=tuple(entries), metadata=metadata, data_start=data_start, file_size=file_size)
+
+
+def _parse_entry(name: str, info: object, *, path: PathLike) -> Entry:
+    def fail(problem: str) -> CheckpointFormatError:
+        return CheckpointFormatError(f"tensor {name} in the safetensors header {problem}", path=path)
+
+    if not isinstance(info, dict):
+        raise fail("is not a JSON object")
+    dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+    if not isinstance(dtype, str):
+        raise fail('has no "dtype" string')
+    if dtype not in DTYPE_SIZES:
+        if dtype in _LIBRARY_ONLY_DTYPES:
+            raise UnsupportedCheckpointError(f"tensor {name} has dtype {dtype}, which is not supported", path=path)
+        raise fail(f"has unknown dtype {dtype!r}")
+    if not _is_count_list(shape):
+        raise fail('has no "shape" list of non-negative integers')
+    if not (_is_count_list(offsets) and len(offsets) == 2):
+        raise fail('has no "data_offsets" pair of non-negative integers')
+    return Entry(spec=TensorSpec(name=name, dtype=dtype, shape=tuple(shape)), begin=offsets[0], end=offsets[1])
+
+
+def _is_count_list(value: object) -> bool:
+    return isinstance(value, list) and all(type(item) is int and item >= 0 for item in value)
+
+
+def _reject_constant(constant: str) -> None:
+    # Python's json accepts NaN and Infinity; JSON (and the library) does not.
+    raise ValueError(f"invalid JSON constant {constant}")
+
+
+def _row_spec(spec: TensorSpec) -> TensorSpec:
+    if not spec.shape:
+        raise ValueError(f"{spec.name}: a scalar tensor has no rows")
+    if spec.dtype not in FLOAT_DTYPES:
+        raise ValueError(f"{spec.name}: cannot read rows of dtype {spec.dtype}")
+    return spec
+
+
+def _check_rows(spec: TensorSpec, index: np.ndarray) -> None:
+    if len(index) and (index.min() < 0 or index.max() >= spec.shape[0]):
+        raise IndexError(f"{spec.name}: a row index is outside 0..{spec.shape[0] - 1}")
+
+
+def _numbers(raw: np.ndarray, dtype: str) -> np.ndarray:
+    # Summing the file's own dtype avoids a float32 copy per chunk (and keeps F64 precision); BF16 must be widened.
+    if dtype in _NUMERIC:
+        return raw.view(_NUMERIC[dtype])
+    return decode(raw, dtype)
+
+
+def _read_exact(file: Any, view: np.ndarray) -> bool:
+    buffer = memoryview(view).cast("B")
+    done = 0
+    while done < len(buffer):
+        count = file.readinto(buffer[done:])
+        if not count:
+            return False
+        done += count
+    return True
+
+
+def _check_destination(src: PathLike, dst: PathLike) -> None:
+    if os.path.islink(dst):
+        raise OutputExistsError("output path is a symlink; refusing to write through it", path=dst)
+    if os.path.lexists(dst):
+        if os.path.samefile(src, dst):
+            raise OutputExistsError("output path is the source file itself", path=dst)
+        raise OutputExistsError("output file already exists", path=dst)
+
+
+def _write_data(
+    src_fd: int, dst_fd: int, header: Header, edits: Mapping[str, TensorEdit], grows: bool, report: Progress
+) -> None:
+    if grows:
+        new_entries = _grown_entries(header, edits)
+        new_header = dump_header(new_entries, header.metadata)
+        _write_all(dst_fd, new_header, report)
+        expected_size = len(new_header) + sum(entry.end - entry.begin for entry in new_entries)
+    else:
+        # Nothing in the header changes, so its original bytes are kept rather than re-serialized.
+        copy_range(src_fd, dst_fd, 0, header.data_start, report)
+        expected_size = header.file_size
+    for entry in header.entries:
+        offset = header.data_start + entry.begin
+        edit = edits.get(entry.spec.name)
+        if edit is None:
+            copy_range(src_fd, dst_fd, offset, entry.end - entry.begin, report)
+        else:
+            _write_edited_tensor(src_fd, dst_fd, offset, entry.spec, edit, report)
+    written = os.fstat(dst_fd).st_size
+    if written != expected_size:
+        raise EOFError(f"wrote {written} bytes, expected {expected_size}")
+
+
+def _grown_entries(header: Header, edits: Mapping[str, TensorEdit]) -> list[Entry]:
+    entries: list[Entry] = []
+    position = 0
+    for entry in header.entries:
+        spec = entry.spec
+        edit = edits.get(spec.name)
+        if edit is not None:
+            spec = replace(spec, shape=(edit.new_rows, *spec.shape[1:]))
+        entries.append(Entry(spec=spec, begin=position, end=position + spec.nbytes))
+        position += spec.nbytes
+    return entries
+
+
+def _write_edited_tensor(
+    src_fd: int, dst_fd: int, offset: int, spec: TensorSpec, edit: TensorEdit, report: Progress
+) -> None:
+    old_rows, row_bytes = spec.shape[0], spec.row_bytes
+    order = sorted(range(len(edit.indices)), key=lambda k: edit.indices[k])
+    in_place = [k for k in order if edit.indices[k] < old_rows]
+    appended = [k for k in order if edit.indices[k] >= old_rows]
+    row = 0
+    for run in _consecutive_runs(in_place, edit.indices):
+        first = edit.indices[run[0]]
+        copy_range(src_fd, dst_fd, offset + row * row_bytes, (first - row) * row_bytes, report)
+        _write_rows(dst_fd, edit.values, run, spec, report)
+        row = first + len(run)
+    copy_range(src_fd, dst_fd, offset + row * row_bytes, (old_rows - row) * row_bytes, report)
+    # check_edits guarantees the appended indices are exactly old_rows..new_rows-1, so sorted order is file order.
+    _write_rows(dst_fd, edit.values, appended, spec, report)
+
+
+def _consecutive_runs(order: list[int], indices: Sequence[int]) -> list[list[int]]:
+    """Split value positions, sorted by row, into runs whose rows are consecutive (each written at once)."""
+    runs: list[list[int]] = []
+    for k in order:
+        if runs and indices[runs[-1][-1]] + 1 == indices[k]:
+            runs[-1].append(k)
+        else:
+            runs.append([k])
+    return runs
+
+
+def _write_rows(dst_fd: int, values: np.ndarray, positions: list[int], spec: TensorSpec, report: Progress) -> None:
+    batch = max(1, CHUNK_BYTES // max(1, spec.row_bytes))
+    for start in range(0, len(positions), batch):
+        _write_all(dst_fd, encode(values[positions[start : start + batch]], spec.dtype), report)
+
+
+def _write_all(dst_fd: int, data: bytes | memoryview, report: Progress) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(dst_fd, view)
+        view = view[written:]
+    if data:
+        report(len(data))
+
+
+def _copy_range_buffered(src_fd: int, dst_fd: int, offset: int, count: int, report: Progress) -> None:
+    buffer = bytearray(min(FALLBACK_BUFFER_BYTES, count))
+    done = 0
+    while done < count:
+        view = memoryview(buffer)[: min(len(buffer), count - done)]
+        os.lseek(src_fd, offset + done, os.SEEK_SET)
+        got = os.readv(src_fd, [view])
+        if got == 0:
+            raise EOFError(f"source ended {count - done} bytes early")
+        _write_all(dst_fd, view[:got], report)
+        done += got
+
+
+def _remove(path: PathLike) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+__all__ = [
+    "Entry",
+    "Header",
+    "copy_range",
+    "dump_header",
+    "read_header",
+    "read_row_mean",
+    "read_rows",
+    "read_tensor_specs",
+    "write_edited",
+]

@@ -1,0 +1,314 @@
+"""A read-only view of a checkpoint directory: its files, config, tokenizer vocabulary and tensor headers.
+
+Reading an inventory never reads tensor data and never imports torch, so ``slots`` and ``audit`` stay fast on
+multi-gigabyte checkpoints. Everything downstream (slots, audit, planner) is a pure function of an Inventory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from .errors import CheckpointFormatError, CheckpointNotFoundError, UnsupportedCheckpointError
+from .formats.json_file import JsonStyle, read_json_object
+from .formats.vocab_txt import read_vocab_txt
+from .formats.weights import TensorSpec
+
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+)
+SPECIAL_TOKEN_ROLES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
+MANIFEST = "vocabsurgeon.json"
+
+WeightFormat = Literal["safetensors", "pytorch"]
+
+
+@dataclass(frozen=True)
+class AddedToken:
+    """An entry of tokenizer.json's ``added_tokens`` (or tokenizer_config's ``added_tokens_decoder``)."""
+
+    id: int
+    content: str
+    special: bool = False
+    normalized: bool = True
+    single_word: bool = False
+    lstrip: bool = False
+    rstrip: bool = False
+
+
+@dataclass(frozen=True)
+class WeightSet:
+    """One set of weight files: a single file or shards with an index, in one format."""
+
+    format: WeightFormat
+    index: str | None
+    files: tuple[str, ...]
+    specs: dict[str, TensorSpec] = field(compare=False)
+    locations: dict[str, str] = field(compare=False)
+
+    def spec(self, name: str) -> TensorSpec:
+        return self.specs[name]
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """Every id the tokenizer knows, merged from the files that define them."""
+
+    family: str
+    model_vocab: dict[str, int] = field(compare=False)
+    added: tuple[AddedToken, ...]
+    special_tokens: dict[str, str] = field(compare=False)
+    additional_special_tokens: tuple[str, ...]
+    vocab_txt: tuple[str, ...] | None = None
+
+    @property
+    def id_to_token(self) -> dict[int, str]:
+        table = {idx: token for token, idx in self.model_vocab.items()}
+        for token in self.added:
+            table[token.id] = token.content
+        return table
+
+    @property
+    def token_to_id(self) -> dict[str, int]:
+        table = dict(self.model_vocab)
+        for token in self.added:
+            table[token.content] = token.id
+        return table
+
+    @property
+    def size(self) -> int:
+        """``len(tokenizer)``: the number of distinct ids."""
+        return len(set(self.model_vocab.values()) | {token.id for token in self.added})
+
+    @property
+    def max_id(self) -> int:
+        ids = list(self.model_vocab.values()) + [token.id for token in self.added]
+        return max(ids) if ids else -1
+
+    def all_special_tokens(self) -> set[str]:
+        specials = set(self.special_tokens.values()) | set(self.additional_special_tokens)
+        return specials | {token.content for token in self.added if token.special}
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """What a checkpoint directory holds. ``root`` may be a HF cache snapshot whose files are symlinks."""
+
+    source: str
+    root: Path
+    files: tuple[str, ...]
+    config: dict[str, Any] | None = field(compare=False)
+    config_style: JsonStyle | None
+    tokenizer_json: dict[str, Any] | None = field(compare=False)
+    tokenizer_json_style: JsonStyle | None
+    tokenizer_config: dict[str, Any] | None = field(compare=False)
+    tokenizer_config_style: JsonStyle | None
+    special_tokens_map: dict[str, Any] | None = field(compare=False)
+    special_tokens_map_style: JsonStyle | None
+    added_tokens_json: dict[str, Any] | None = field(compare=False)
+    vocabulary: Vocabulary | None
+    weights: tuple[WeightSet, ...]
+    manifest: dict[str, Any] | None = field(compare=False)
+
+    @property
+    def primary_weights(self) -> WeightSet | None:
+        return self.weights[0] if self.weights else None
+
+    def path(self, relative: str) -> Path:
+        return self.root / relative
+
+    def has(self, relative: str) -> bool:
+        return relative in self.files
+
+
+def resolve_model(model: str | os.PathLike[str]) -> Path:
+    """A local directory, or a model id already in the local Hugging Face cache (never downloaded)."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise CheckpointNotFoundError("is a file, expected a checkpoint directory", path=path)
+    text = str(model)
+    if re.fullmatch(r"[\w.-]+/[\w.-]+|[\w.-]+", text) and not text.startswith((".", "/")):
+        snapshot = _cached_snapshot(text)
+        if snapshot is not None:
+            return snapshot
+        raise CheckpointNotFoundError(
+            "no such directory, and no model with this id in the local Hugging Face cache",
+            path=text,
+            hint="pass a checkpoint directory, or download the model first (vocabsurgeon never downloads)",
+        )
+    raise CheckpointNotFoundError("no such directory", path=path)
+
+
+def _cached_snapshot(repo_id: str) -> Path | None:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except (LocalEntryNotFoundError, FileNotFoundError, ValueError, OSError):
+        return None
+
+
+def read_inventory(model: str | os.PathLike[str]) -> Inventory:
+    """Read everything but tensor data. Raises a VocabSurgeonError naming the file for any unreadable input."""
+    root = resolve_model(model)
+    files = tuple(sorted(_list_files(root)))
+    config, config_style = _read_optional_object(root, files, "config.json")
+    tokenizer_json, tokenizer_json_style = _read_optional_object(root, files, "tokenizer.json")
+    tokenizer_config, tokenizer_config_style = _read_optional_object(root, files, "tokenizer_config.json")
+    special_map, special_map_style = _read_optional_object(root, files, "special_tokens_map.json")
+    added_tokens_json, _ = _read_optional_object(root, files, "added_tokens.json")
+    manifest, _ = _read_optional_object(root, files, MANIFEST)
+    vocab_txt = read_vocab_txt(root / "vocab.txt") if "vocab.txt" in files else None
+
+    from .families import read_vocabulary
+
+    vocabulary = read_vocabulary(
+        root=root,
+        files=files,
+        tokenizer_json=tokenizer_json,
+        tokenizer_config=tokenizer_config or {},
+        special_tokens_map=special_map or {},
+        added_tokens_json=added_tokens_json or {},
+        vocab_txt=vocab_txt,
+    )
+    return Inventory(
+        source=str(model),
+        root=root,
+        files=files,
+        config=config,
+        config_style=config_style,
+        tokenizer_json=tokenizer_json,
+        tokenizer_json_style=tokenizer_json_style,
+        tokenizer_config=tokenizer_config,
+        tokenizer_config_style=tokenizer_config_style,
+        special_tokens_map=special_map,
+        special_tokens_map_style=special_map_style,
+        added_tokens_json=added_tokens_json,
+        vocabulary=vocabulary,
+        weights=tuple(_read_weight_sets(root, files)),
+        manifest=manifest,
+    )
+
+
+def require_tokenizer(inventory: Inventory) -> Vocabulary:
+    if inventory.vocabulary is None:
+        raise CheckpointNotFoundError(
+            "no tokenizer files (tokenizer.json, vocab.txt, vocab.json or a SentencePiece model)",
+            path=inventory.root,
+        )
+    return inventory.vocabulary
+
+
+def _list_files(root: Path) -> Iterable[str]:
+    for directory, subdirs, names in os.walk(root, followlinks=False):
+        subdirs[:] = sorted(d for d in subdirs if d not in {".git", "__pycache__"})
+        for name in names:
+            yield (Path(directory) / name).relative_to(root).as_posix()
+
+
+def _read_optional_object(root: Path, files: tuple[str, ...], name: str) -> tuple[Any, JsonStyle | None]:
+    if name not in files:
+        return None, None
+    return read_json_object(root / name)
+
+
+def _read_weight_sets(root: Path, files: tuple[str, ...]) -> Iterable[WeightSet]:
+    """Weight sets in the order transformers prefers them: safetensors first."""
+    for fmt, single, index in (
+        ("safetensors", "model.safetensors", "model.safetensors.index.json"),
+        ("pytorch", "pytorch_model.bin", "pytorch_model.bin.index.json"),
+    ):
+        if index in files:
+            yield _read_sharded(root, fmt, index)  # type: ignore[arg-type]
+        elif single in files:
+            specs = _read_specs(root / single, fmt)  # type: ignore[arg-type]
+            yield WeightSet(fmt, None, (single,), specs, dict.fromkeys(specs, single))  # type: ignore[arg-type]
+
+
+def _read_sharded(root: Path, fmt: WeightFormat, index: str) -> WeightSet:
+    document, _ = read_json_object(root / index)
+    weight_map = document.get("weight_map")
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise CheckpointFormatError("has no weight_map of tensor names to shard files", path=root / index)
+    shards = tuple(dict.fromkeys(weight_map.values()))
+    specs: dict[str, TensorSpec] = {}
+    locations: dict[str, str] = {}
+    for shard in shards:
+        if not (root / shard).is_file():
+            raise CheckpointNotFoundError(f"shard listed in {index} is missing", path=root / shard)
+        for name, spec in _read_specs(root / shard, fmt).items():
+            specs[name] = spec
+            locations[name] = shard
+    missing = sorted(set(weight_map) - set(specs))
+    if missing:
+        raise CheckpointFormatError(
+            f"lists {len(missing)} tensors its shards do not contain (first: {missing[0]})", path=root / index
+        )
+    return WeightSet(fmt, index, shards, specs, locations)
+
+
+def _read_specs(path: Path, fmt: WeightFormat) -> dict[str, TensorSpec]:
+    if fmt == "pytorch":
+        from .formats import torch_bin
+
+        return torch_bin.read_tensor_specs(path)
+    return read_safetensors_specs(path)
+
+
+def read_safetensors_specs(path: Path) -> dict[str, TensorSpec]:
+    """Names, dtypes and shapes from the header, via the safetensors library (which validates the file size)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="np") as handle:
+            specs = {}
+            for name in handle.keys():  # noqa: SIM118 - safe_open is not a mapping
+                tensor = handle.get_slice(name)
+                specs[name] = TensorSpec(name, str(tensor.get_dtype()), tuple(tensor.get_shape()))
+            return specs
+    except SafetensorError as error:
+        detail = str(error).removeprefix("Error while deserializing header: ")
+        kind = "truncated" if "not fully covered" in detail or "incomplete" in detail else "corrupt"
+        raise CheckpointFormatError(f"{kind} safetensors file ({detail})", path=path) from None
+    except OSError as error:
+        raise CheckpointFormatError(f"cannot read: {error.strerror or error}", path=path) from None
+
+
+def fingerprint(path: Path, chunk: int = 1 << 24) -> str:
+    """sha256 of a file's bytes (the HF cache names blobs the same way for LFS files)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def taken_ids(inventory: Inventory) -> set[int]:
+    """Ids that an earlier vocabsurgeon surgery placed tokens in, from its manifest."""
+    if not inventory.manifest:
+        return set()
+    tokens = inventory.manifest.get("tokens", [])
+    if not isinstance(tokens, list):
+        raise CheckpointFormatError("'tokens' is not a list", path=inventory.root / MANIFEST)
+    return {int(entry["id"]) for entry in tokens if isinstance(entry, dict) and "id" in entry}
+
+
+def unsupported(message: str, inventory: Inventory) -> UnsupportedCheckpointError:
+    return UnsupportedCheckpointError(message, path=inventory.root)
