@@ -62,5 +62,6 @@ def run() -> None:  # pragma: no cover - console entry point
 
 
 from . import inspect as _inspect  # noqa: E402,F401  (registers the commands)
+from . import surgery as _surgery  # noqa: E402,F401
 
 __all__ = ["main", "sys"]

@@ -26,7 +26,7 @@ from collections import OrderedDict
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, TypeGuard
 
 import numpy as np
 
@@ -66,18 +66,16 @@ _STORAGE_DTYPES: dict[str, str] = {
     "BoolStorage": "BOOL",
 }
 
-#: typed storage classes torch can write whose dtype vocabsurgeon has no name for.
-_UNSUPPORTED_STORAGES = frozenset(
-    {
-        "ComplexFloatStorage",
-        "ComplexDoubleStorage",
-        "QInt8Storage",
-        "QUInt8Storage",
-        "QInt32Storage",
-        "QUInt4x2Storage",
-        "QUInt2x4Storage",
-    }
-)
+#: typed storage classes torch can write whose dtype vocabsurgeon has no name for -> that torch dtype.
+_UNSUPPORTED_STORAGES: dict[str, str] = {
+    "ComplexFloatStorage": "complex64",
+    "ComplexDoubleStorage": "complex128",
+    "QInt8Storage": "qint8",
+    "QUInt8Storage": "quint8",
+    "QInt32Storage": "qint32",
+    "QUInt4x2Storage": "quint4x2",
+    "QUInt2x4Storage": "quint2x4",
+}
 
 #: ``torch.<attribute>`` dtype globals (``_rebuild_tensor_v3``'s dtype argument) -> dtype.
 _TORCH_DTYPES: dict[str, str] = {
@@ -139,11 +137,12 @@ def read_tensor_specs(path: PathLike) -> dict[str, TensorSpec]:
     tensors in a dict, and UnsupportedCheckpointError for legacy (non-zip) files, TorchScript archives and dtypes
     without a safetensors name here (complex, uint16, ...).
     """
+    path = Path(path)
     with _open_archive(path) as archive:
         prefix = _archive_prefix(archive, path)
         try:
             pickled = archive.read(f"{prefix}/data.pkl")
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as error:
             raise CheckpointFormatError(f"cannot read data.pkl from the archive: {error}", path=path) from error
         state = _unpickle_state(pickled, path)
         specs: dict[str, TensorSpec] = {}
@@ -159,10 +158,11 @@ def load_state_dict(path: PathLike) -> dict[str, torch.Tensor]:
     The file must pass :func:`read_tensor_specs` first; then torch loads it with ``weights_only=True`` (never
     unsafe unpickling). Any torch failure becomes a CheckpointFormatError naming the file.
     """
+    path = Path(path)
     read_tensor_specs(path)
     torch = _torch()
     try:
-        loaded = torch.load(os.fspath(path), map_location="cpu", weights_only=True, mmap=True)
+        loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as error:
         raise CheckpointFormatError(f"refusing to unpickle: {_torch_refusal(error)}", path=path) from error
     except (RuntimeError, EOFError, ValueError, TypeError, KeyError, AttributeError, OSError) as error:
@@ -224,9 +224,11 @@ def write_edited(
     An edited tensor grows along dim 0 to ``new_rows`` (old rows kept) and gets ``values`` at ``indices``, cast to
     its dtype by torch. Tensors tied in ``src`` (same storage, offset, shape and stride, like tied input and output
     embeddings) stay one shared tensor in ``dst``: an edit of one applies to all, and differing edits for tied names
-    raise ValueError. Every other tensor is written unchanged. ``dst`` must not exist (nor be a symlink);
+    raise ValueError. A tensor that merely overlaps an edited one (another view of its storage) keeps the old
+    values. Every other tensor is written unchanged. ``dst`` must not exist (nor be a symlink);
     ``progress`` receives the byte count of each written piece. A partly written ``dst`` is removed on failure.
     """
+    src, dst = Path(src), Path(dst)
     specs = read_tensor_specs(src)
     for name in edits:
         if name in specs and not specs[name].shape:
@@ -265,8 +267,8 @@ def write_state_dict(tensors: Mapping[str, torch.Tensor], dst: PathLike, progres
     for name, tensor in tensors.items():
         if not isinstance(name, str) or not isinstance(tensor, torch.Tensor):
             raise ValueError(f"{name!r}: a state dict maps tensor names to tensors")
-    _check_destination(None, dst)
-    _save(dict(tensors), dst, progress)
+    _check_destination(None, Path(dst))
+    _save(dict(tensors), Path(dst), progress)
 
 
 # --------------------------------------------------------------------------------------------------- reading
@@ -291,7 +293,7 @@ class _Storage:
     """Stand-in for a storage: the data record it lives in, its element dtype and size."""
 
     key: str
-    dtype: str | None  # None for untyped (byte) storages
+    dtype: str | None  # None for untyped (byte) storages and unsupported typed ones
     kind: str  # the torch class name, for messages
     numel: int  # elements of ``dtype``, or bytes when untyped
 
@@ -323,6 +325,9 @@ def _rebuild_tensor_v2(
 ) -> _Tensor:
     if not isinstance(storage, _Storage):
         raise _BadPickle("a tensor without a storage")
+    if storage.kind in _UNSUPPORTED_STORAGES:
+        unsupported = f"torch.{_UNSUPPORTED_STORAGES[storage.kind]}"
+        return _tensor(storage, storage_offset, size, stride, unsupported, supported=False)
     if storage.dtype is None:
         raise _BadPickle("an untyped storage rebuilt without a dtype")
     return _tensor(storage, storage_offset, size, stride, storage.dtype, supported=True)
@@ -354,19 +359,17 @@ def _rebuild_parameter(data: object, requires_grad: object, backward_hooks: obje
     return data
 
 
-def _tensor(
-    storage: _Storage, offset: object, size: object, stride: object, dtype: str, *, supported: bool
-) -> _Tensor:
+def _tensor(storage: _Storage, offset: object, size: object, stride: object, dtype: str, *, supported: bool) -> _Tensor:
     if not _is_count(offset) or not _is_counts(size) or not _is_counts(stride) or len(size) != len(stride):
         raise _BadPickle("a tensor with a malformed offset, size or stride")
     return _Tensor(storage, offset, tuple(size), tuple(stride), dtype, supported)
 
 
-def _is_count(value: object) -> bool:
+def _is_count(value: object) -> TypeGuard[int]:
     return type(value) is int and value >= 0
 
 
-def _is_counts(value: object) -> bool:
+def _is_counts(value: object) -> TypeGuard[tuple[int, ...]]:
     return isinstance(value, tuple) and all(_is_count(item) for item in value)
 
 
@@ -405,16 +408,7 @@ class _StateDictUnpickler(pickle.Unpickler):
         _, storage_class, key, _location, numel = pid
         if not isinstance(storage_class, _StorageClass) or not isinstance(key, str) or not _is_count(numel):
             raise _BadPickle(f"malformed storage reference {str(pid)[:80]}")
-        if storage_class.name == "UntypedStorage":
-            return _Storage(key, None, storage_class.name, numel)
-        dtype = _STORAGE_DTYPES.get(storage_class.name)
-        if dtype is None:
-            raise _UnsupportedStorage(storage_class.name)
-        return _Storage(key, dtype, storage_class.name, numel)
-
-
-class _UnsupportedStorage(Exception):
-    """A storage class with no dtype here; becomes an UnsupportedCheckpointError with the path."""
+        return _Storage(key, _STORAGE_DTYPES.get(storage_class.name), storage_class.name, numel)
 
 
 class _NoGlobalsUnpickler(pickle.Unpickler):
@@ -427,37 +421,34 @@ class _NoGlobalsUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError("persistent id")
 
 
-def _open_archive(path: PathLike) -> zipfile.ZipFile:
+def _open_archive(path: Path) -> zipfile.ZipFile:
     try:
-        handle = open(path, "rb")
+        return zipfile.ZipFile(path)
     except FileNotFoundError as error:
         raise CheckpointNotFoundError("no such file", path=path) from error
-    except OSError as error:
-        raise CheckpointFormatError(f"cannot read the file: {error.strerror}", path=path) from error
-    try:
-        return zipfile.ZipFile(handle)
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
-        with handle:
-            legacy = _is_legacy(handle)
-        if legacy:
+    except (zipfile.BadZipFile, EOFError, ValueError) as error:
+        if _is_legacy(path):
             raise UnsupportedCheckpointError(
                 "legacy (pre torch 1.6, non-zip) torch.save format is not supported", path=path, hint=_RESAVE_HINT
             ) from error
         raise CheckpointFormatError(
             "not a torch.save zip archive (truncated, corrupt, or not a PyTorch checkpoint)", path=path
         ) from error
+    except OSError as error:
+        raise CheckpointFormatError(f"cannot read the file: {error.strerror or error}", path=path) from error
 
 
-def _is_legacy(handle: IO[bytes]) -> bool:
-    handle.seek(0)
+def _is_legacy(path: Path) -> bool:
     try:
-        first = _NoGlobalsUnpickler(io.BytesIO(handle.read(64))).load()
-    except Exception:  # noqa: BLE001 - any failure to parse just means "not the legacy magic number"
+        with open(path, "rb") as handle:
+            head = handle.read(64)
+        first = _NoGlobalsUnpickler(io.BytesIO(head)).load()
+    except Exception:  # any failure to parse just means "not the legacy magic number"
         return False
     return type(first) is int and first == _LEGACY_MAGIC_NUMBER
 
 
-def _archive_prefix(archive: zipfile.ZipFile, path: PathLike) -> str:
+def _archive_prefix(archive: zipfile.ZipFile, path: Path) -> str:
     names = archive.namelist()
     # Like torch's reader: the archive's top directory is the one its first record lives in.
     prefix = names[0].split("/", 1)[0] if names and "/" in names[0] else ""
@@ -472,22 +463,29 @@ def _archive_prefix(archive: zipfile.ZipFile, path: PathLike) -> str:
     return prefix
 
 
-def _unpickle_state(pickled: bytes, path: PathLike) -> object:
+def _unpickle_state(pickled: bytes, path: Path) -> object:
     try:
         return _StateDictUnpickler(io.BytesIO(pickled)).load()
     except _BadPickle as error:
         raise CheckpointFormatError(str(error), path=path) from error
-    except _UnsupportedStorage as error:
-        raise UnsupportedCheckpointError(f"tensors with storage type torch.{error} are not supported", path=path)
     except VocabSurgeonError:
         raise
-    except (pickle.UnpicklingError, EOFError, TypeError, ValueError, AttributeError, IndexError, KeyError) as error:
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        TypeError,
+        ValueError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        OverflowError,
+    ) as error:
         raise CheckpointFormatError(f"data.pkl is not a valid state dict pickle: {error}", path=path) from error
     except RecursionError as error:
         raise CheckpointFormatError("data.pkl nests too deeply", path=path) from error
 
 
-def _state_items(state: object, path: PathLike) -> list[tuple[str, _Tensor]]:
+def _state_items(state: object, path: Path) -> list[tuple[str, _Tensor]]:
     if not isinstance(state, Mapping):
         raise CheckpointFormatError(
             f"expected a state dict (tensor names to tensors), found a pickled {type(state).__name__}", path=path
@@ -503,12 +501,14 @@ def _state_items(state: object, path: PathLike) -> list[tuple[str, _Tensor]]:
                 hint=f"save the state dict under {name!r} on its own with torch.save",
             )
         if not isinstance(value, _Tensor):
-            raise CheckpointFormatError(f"state dict entry {name!r} is a {type(value).__name__}, not a tensor", path)
+            raise CheckpointFormatError(
+                f"state dict entry {name!r} is a {type(value).__name__}, not a tensor", path=path
+            )
         items.append((name, value))
     return items
 
 
-def _tensor_spec(name: str, tensor: _Tensor, path: PathLike) -> TensorSpec:
+def _tensor_spec(name: str, tensor: _Tensor, path: Path) -> TensorSpec:
     if not tensor.supported:
         raise UnsupportedCheckpointError(f"tensor {name} has dtype {tensor.dtype}, which is not supported", path=path)
     size = DTYPE_SIZES[tensor.dtype]
@@ -525,7 +525,7 @@ def _tensor_spec(name: str, tensor: _Tensor, path: PathLike) -> TensorSpec:
     return TensorSpec(name, tensor.dtype, tensor.shape)
 
 
-def _check_storage_record(archive: zipfile.ZipFile, prefix: str, name: str, tensor: _Tensor, path: PathLike) -> None:
+def _check_storage_record(archive: zipfile.ZipFile, prefix: str, name: str, tensor: _Tensor, path: Path) -> None:
     try:
         info = archive.getinfo(f"{prefix}/data/{tensor.storage.key}")
     except KeyError:
@@ -544,15 +544,23 @@ def _check_storage_record(archive: zipfile.ZipFile, prefix: str, name: str, tens
 
 
 def _torch() -> Any:
-    import torch  # noqa: PLC0415 - imported lazily so read-only commands never pay for (or need) torch
+    # Imported lazily so that read-only commands never pay for (or need) torch.
+    import torch
 
     return torch
 
 
 def _torch_refusal(error: BaseException) -> str:
-    # torch's message explains how to load unsafely; only its diagnosis is worth showing.
-    match = re.search(r"WeightsUnpickler error: ([^\n]*)", str(error))
-    return match.group(1).strip() if match else _first_line(error)
+    # torch's message mostly explains how to load unsafely (weights_only=False); only its diagnosis is worth showing.
+    text = str(error)
+    match = re.search(r"WeightsUnpickler error: (.*?\.)(?:\s|$)", text)
+    if match:
+        return match.group(1)
+    for paragraph in re.split(r"\n\s*\n", text):
+        sentence = " ".join(paragraph.split())
+        if sentence and "weights_only" not in sentence and "documentation" not in sentence:
+            return sentence
+    return "torch's weights_only unpickler refused the file"
 
 
 def _first_line(error: BaseException) -> str:
@@ -619,7 +627,7 @@ def _apply_edit(tensor: torch.Tensor, edit: TensorEdit) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------------- writing
 
 
-def _check_destination(src: PathLike | None, dst: PathLike) -> None:
+def _check_destination(src: Path | None, dst: Path) -> None:
     if os.path.islink(dst):
         raise OutputExistsError("output path is a symlink; refusing to write through it", path=dst)
     if os.path.lexists(dst):
@@ -645,20 +653,21 @@ class _CountingWriter:
         self._file.flush()
 
 
-def _save(state: Mapping[str, torch.Tensor], dst: PathLike, progress: Progress | None) -> None:
+def _save(state: Mapping[str, torch.Tensor], dst: Path, progress: Progress | None) -> None:
     torch = _torch()
     try:
-        # "x" also refuses a symlink created since the check, even a dangling one.
-        output = open(dst, "xb")
+        # "x" also refuses a symlink created since the check, even a dangling one. Not a with-block because a
+        # failed save must delete the file, which only we may do, and only once we know we created it.
+        output = open(dst, "xb")  # noqa: SIM115
     except FileExistsError as error:
         raise OutputExistsError("output file already exists", path=dst) from error
     except FileNotFoundError as error:
-        raise CheckpointNotFoundError("output directory does not exist", path=Path(dst).parent) from error
+        raise CheckpointNotFoundError("output directory does not exist", path=dst.parent) from error
     try:
         with output:
             torch.save(state, _CountingWriter(output, progress))
             output.flush()
             os.fsync(output.fileno())
     except BaseException:
-        Path(dst).unlink(missing_ok=True)
+        dst.unlink(missing_ok=True)
         raise

@@ -1,0 +1,352 @@
+"""The one place that writes: build the output in a temporary directory beside it, verify, rename into place.
+
+The source is only ever opened for reading, and files of a Hugging Face cache snapshot (symlinks into the blob
+store) are copied by content, never written through. On any failure the temporary directory is removed and
+nothing appears at the output path.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import shutil
+import tempfile
+import zlib
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .errors import OutputExistsError, SourceChangedError, UnsupportedCheckpointError
+from .formats.json_file import JsonStyle, dump_json, read_json_object, read_text
+from .formats.vocab_txt import dump_vocab_txt
+from .formats.weights import Progress, TensorEdit, TensorSpec
+from .inventory import MANIFEST, Inventory, WeightSet, read_inventory
+from .plan import Init, Plan
+from .tokenizer_edit import apply_placements, docs_from_inventory
+from .vocab_tensors import find_vocab_tensors, text_config
+
+QUICK_FINGERPRINT_ABOVE = 64 << 20
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a surgery wrote."""
+
+    output: Path
+    plan: Plan
+    files_written: tuple[str, ...]
+    files_copied: tuple[str, ...]
+    verified: bool
+
+
+Verifier = Callable[[Path, Inventory, Plan], None]
+
+
+def apply_plan(
+    inventory: Inventory,
+    plan: Plan,
+    out: str | os.PathLike[str],
+    *,
+    force: bool = False,
+    verify: Verifier | None = None,
+    progress: Progress | None = None,
+    extra_manifest: dict[str, Any] | None = None,
+) -> Result:
+    """Write ``plan`` applied to ``inventory`` at ``out``, atomically."""
+    target = Path(out).expanduser().absolute()
+    _check_output(inventory, target, force)
+    if plan.fingerprints and plan.fingerprints != source_fingerprints(inventory):
+        raise SourceChangedError("the source changed since this plan was made", path=inventory.root)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".vocabsurgeon-tmp", dir=target.parent))
+    try:
+        written, copied = _build(inventory, plan, staging, progress, extra_manifest or {})
+        if verify is not None:
+            verify(staging, inventory, plan)
+        _move_into_place(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return Result(target, plan, tuple(written), tuple(copied), verify is not None)
+
+
+def _check_output(inventory: Inventory, target: Path, force: bool) -> None:
+    source = inventory.root.resolve()
+    resolved = target.resolve()
+    if resolved == source or source in resolved.parents or resolved in source.parents:
+        raise OutputExistsError("the output must be outside the source checkpoint", path=target)
+    if target.is_symlink() or (target.exists() and not target.is_dir()):
+        raise OutputExistsError("exists and is not a directory", path=target)
+    if target.exists() and not force:
+        raise OutputExistsError("already exists", path=target, hint="pass --force to replace it")
+
+
+def _move_into_place(staging: Path, target: Path) -> None:
+    """rename(2) is atomic for the new directory; an old one is moved aside first and removed after."""
+    old = None
+    if target.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".vocabsurgeon-old", dir=target.parent))
+        os.rmdir(old)
+        os.replace(target, old)
+    try:
+        os.replace(staging, target)
+    except BaseException:
+        if old is not None:
+            os.replace(old, target)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _build(
+    inventory: Inventory, plan: Plan, staging: Path, progress: Progress | None, extra_manifest: dict[str, Any]
+) -> tuple[list[str], list[str]]:
+    written: dict[str, bytes | None] = {}  # relative path -> new content (None: written by a weight writer)
+    written.update(_tokenizer_outputs(inventory, plan))
+    written.update(_config_output(inventory, plan))
+    weight_files = {name for ws in inventory.weights for name in (*ws.files, *([ws.index] if ws.index else []))}
+    copied = []
+    for relative in inventory.files:
+        if relative in written or relative in weight_files or relative == MANIFEST:
+            continue
+        _copy(inventory.path(relative), staging / relative)
+        copied.append(relative)
+    for relative, content in written.items():
+        if content is not None:
+            destination = staging / relative
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            with open(destination, "xb") as handle:
+                handle.write(content)
+    for weights in inventory.weights:
+        for relative, changed in _write_weights(inventory, weights, plan, staging, progress):
+            (written.setdefault(relative, None) if changed else copied.append(relative))
+    manifest = build_manifest(inventory, plan, extra_manifest)
+    (staging / MANIFEST).write_text(dump_json(manifest, JsonStyle(indent=2)), encoding="utf-8")
+    return sorted({*written, MANIFEST}), copied
+
+
+def _copy(source: Path, destination: Path) -> None:
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, destination)  # follows symlinks: a cache snapshot is copied by content
+
+
+def _tokenizer_outputs(inventory: Inventory, plan: Plan) -> dict[str, bytes]:
+    """New bytes for each tokenizer file the plan changes; unchanged files are left to the byte copy."""
+    if not plan.placements:
+        return {}
+    docs = docs_from_inventory(inventory)
+    apply_placements(docs, plan, inventory)
+    outputs: dict[str, bytes] = {}
+    pairs: Iterable[tuple[str, Any, Any, JsonStyle | None]] = (
+        ("tokenizer.json", docs.tokenizer_json, inventory.tokenizer_json, inventory.tokenizer_json_style),
+        ("tokenizer_config.json", docs.tokenizer_config, inventory.tokenizer_config, inventory.tokenizer_config_style),
+        (
+            "special_tokens_map.json",
+            docs.special_tokens_map,
+            inventory.special_tokens_map,
+            inventory.special_tokens_map_style,
+        ),
+        ("added_tokens.json", docs.added_tokens_json, inventory.added_tokens_json, None),
+    )
+    for name, new, old, style in pairs:
+        if new is not None and new != old:
+            style = style or read_json_object(inventory.path(name))[1]
+            outputs[name] = dump_json(new, style).encode("utf-8")
+    vocabulary = inventory.vocabulary
+    if docs.vocab_txt is not None and vocabulary is not None and tuple(docs.vocab_txt) != vocabulary.vocab_txt:
+        outputs["vocab.txt"] = dump_vocab_txt(docs.vocab_txt).encode("utf-8")
+    for name, document in docs.side.items():
+        if name.endswith(".json"):
+            _, style = read_json_object(inventory.path(name))
+            text = dump_json(document, style)
+            if text != read_text(inventory.path(name)):
+                outputs[name] = text.encode("utf-8")
+    return outputs
+
+
+def _config_output(inventory: Inventory, plan: Plan) -> dict[str, bytes]:
+    if plan.config_vocab_size is None or inventory.config is None:
+        return {}
+    config = dict(inventory.config)
+    section = text_config(config)
+    if section is config:
+        config["vocab_size"] = plan.config_vocab_size
+    else:
+        config["text_config"] = {**section, "vocab_size": plan.config_vocab_size}
+    return {"config.json": dump_json(config, inventory.config_style or JsonStyle()).encode("utf-8")}
+
+
+def _weights_module(fmt: str) -> Any:
+    if fmt == "safetensors":
+        from .formats import safetensors_stream
+
+        return safetensors_stream
+    from .formats import torch_bin
+
+    return torch_bin
+
+
+def _write_weights(
+    inventory: Inventory, weights: WeightSet, plan: Plan, staging: Path, progress: Progress | None
+) -> Iterable[tuple[str, bool]]:
+    """Per file: an edited copy where a vocabulary tensor lives, a byte copy elsewhere."""
+    if plan.weights_format is not None and plan.weights_format != weights.format:
+        from .convert import convert_weights
+
+        yield from convert_weights(inventory, weights, plan, staging, progress, _edits_for(inventory, weights, plan))
+        return
+    edits = _edits_for(inventory, weights, plan)
+    module = _weights_module(weights.format)
+    for relative in weights.files:
+        mine = {name: edit for name, edit in edits.items() if weights.locations[name] == relative}
+        destination = staging / relative
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        if mine:
+            module.write_edited(inventory.path(relative), destination, mine, progress)
+        else:
+            _copy(inventory.path(relative), destination)
+            if progress is not None:
+                progress(destination.stat().st_size)
+        yield relative, bool(mine)
+    if weights.index is not None:
+        yield weights.index, _write_index(inventory, weights, edits, staging)
+
+
+def _write_index(inventory: Inventory, weights: WeightSet, edits: dict[str, TensorEdit], staging: Path) -> bool:
+    assert weights.index is not None
+    document, style = read_json_object(inventory.path(weights.index))
+    if not edits:
+        _copy(inventory.path(weights.index), staging / weights.index)
+        return False
+    grown = sum(
+        (edit.new_rows - weights.specs[name].shape[0]) * weights.specs[name].row_bytes for name, edit in edits.items()
+    )
+    metadata = document.get("metadata")
+    if isinstance(metadata, dict) and isinstance(metadata.get("total_size"), int):
+        document = {**document, "metadata": {**metadata, "total_size": metadata["total_size"] + grown}}
+    (staging / weights.index).write_text(dump_json(document, style), encoding="utf-8")
+    return True
+
+
+def _edits_for(inventory: Inventory, weights: WeightSet, plan: Plan) -> dict[str, TensorEdit]:
+    """The rows each vocabulary tensor gets: placed tokens by their init, then every new row."""
+    if plan.rows_before is None or plan.rows_after is None or not plan.changes_rows:
+        return {}
+    tensors = find_vocab_tensors(weights.specs)
+    if tensors is None:
+        raise UnsupportedCheckpointError(
+            f"no input embedding among the tensors of {weights.files[0]}", path=inventory.root
+        )
+    if tensors.rows != plan.rows_before:
+        raise SourceChangedError(
+            f"{tensors.input.name} has {tensors.rows} rows, the plan expected {plan.rows_before}", path=inventory.root
+        )
+    module = _weights_module(weights.format)
+    std = float(text_config(inventory.config).get("initializer_range", 0.02))
+    edits = {}
+    for spec in tensors.all:
+        path = inventory.path(weights.locations[spec.name])
+        edits[spec.name] = _edit_for(module, path, spec, plan, std)
+    return edits
+
+
+def _edit_for(module: Any, path: Path, spec: TensorSpec, plan: Plan, std: float) -> TensorEdit:
+    rows_before, rows_after = spec.shape[0], plan.rows_after
+    assert rows_after is not None
+    wanted: list[tuple[int, Init, tuple[int, ...]]] = [
+        (p.id, p.init, p.pieces) for p in plan.placements if p.init != "keep"
+    ]
+    covered = {idx for idx, _, _ in wanted}
+    wanted += [(idx, plan.pad_init, ()) for idx in range(rows_before, rows_after) if idx not in covered]
+    if not wanted:
+        return TensorEdit(rows_after)
+    pieces = sorted({piece for _, init, ids in wanted if init == "subword-mean" for piece in ids})
+    piece_rows = dict(zip(pieces, module.read_rows(path, spec.name, pieces), strict=True)) if pieces else {}
+    mean: np.ndarray | None = None
+    rng = np.random.default_rng([plan.seed, zlib.crc32(spec.name.encode())])
+    values = []
+    for _, init, ids in wanted:
+        if init == "subword-mean":
+            values.append(np.mean([piece_rows[i] for i in ids], axis=0, dtype=np.float64).astype(np.float32))
+        elif init == "mean":
+            if mean is None:
+                exclude = [i for i in plan.exclude_from_mean if i < rows_before]
+                mean = module.read_row_mean(path, spec.name, exclude)
+            values.append(mean)
+        elif init == "zeros" or len(spec.shape) == 1:
+            values.append(np.zeros(spec.shape[1:], dtype=np.float32))
+        else:  # normal, as transformers initializes embeddings: N(0, initializer_range)
+            values.append(rng.normal(0.0, std, spec.shape[1:]).astype(np.float32))
+    indices = tuple(idx for idx, _, _ in wanted)
+    return TensorEdit(rows_after, indices, np.stack(values).astype(np.float32))
+
+
+def source_fingerprints(inventory: Inventory) -> dict[str, str]:
+    """sha256 of every file a surgery reads. Weight files above 64 MiB get a quick fingerprint (size, head and
+    tail) unless they sit in a Hugging Face cache, whose blob names are their sha256."""
+    import hashlib
+
+    names = [n for n in inventory.files if n != MANIFEST]
+    out = {}
+    for name in names:
+        path = inventory.path(name)
+        if path.is_symlink():
+            blob = Path(os.readlink(path)).name
+            if len(blob) == 64 and all(c in "0123456789abcdef" for c in blob):
+                out[name] = f"sha256:{blob}"
+                continue
+        size = path.stat().st_size
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            if size <= QUICK_FINGERPRINT_ABOVE:
+                while block := handle.read(1 << 24):
+                    digest.update(block)
+                out[name] = f"sha256:{digest.hexdigest()}"
+            else:
+                digest.update(str(size).encode())
+                digest.update(handle.read(1 << 20))
+                handle.seek(size - (1 << 20))
+                digest.update(handle.read(1 << 20))
+                out[name] = f"quick:{digest.hexdigest()}"
+    return out
+
+
+def build_manifest(inventory: Inventory, plan: Plan, extra: dict[str, Any]) -> dict[str, Any]:
+    """vocabsurgeon.json: what was done, from what, by which version. Earlier surgeries' tokens are kept so that
+    their ids stay taken."""
+    previous = inventory.manifest or {}
+    tokens = [dict(t) for t in previous.get("tokens", []) if isinstance(t, dict)]
+    tokens += [
+        {"token": p.token, "content": p.content, "id": p.id, "kind": p.mode, "slot": p.slot, "init": p.init}
+        for p in plan.placements
+    ]
+    history = list(previous.get("history", []))
+    entry = {
+        "operation": plan.operation,
+        "source": str(inventory.root),
+        "version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "rows_before": plan.rows_before,
+        "rows_after": plan.rows_after,
+        "tokens_placed": len(plan.placements),
+        "skipped": [asdict(s) for s in plan.skipped],
+    }
+    history.append(entry)
+    return {
+        "tool": "vocabsurgeon",
+        "version": __version__,
+        "operation": plan.operation,
+        "source": str(inventory.source),
+        "source_files": source_fingerprints(inventory),
+        **extra,
+        "tokens": tokens,
+        "history": history,
+    }
+
+
+def reread(out: Path) -> Inventory:
+    return read_inventory(out)

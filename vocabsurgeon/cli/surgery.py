@@ -1,0 +1,266 @@
+"""Commands that write a new checkpoint: ``remap``, ``append``, ``resize``; and ``verify``."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..apply import Result, apply_plan
+from ..errors import CheckpointNotFoundError
+from ..inventory import Inventory, read_inventory
+from ..plan import INITS, Operation, Plan
+from ..planner import Options, TokenRequest, parse_tokens_file, plan_resize, plan_surgery
+from ..verify import check_or_raise, verify_checkpoint
+from . import main
+from .output import emit_json, json_option, table
+
+
+def token_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    for decorator in reversed(
+        [
+            click.option("--token", "tokens", multiple=True, metavar="T", help="A token to add (repeatable)."),
+            click.option(
+                "--special-token", "special_tokens", multiple=True, metavar="T", help="A special token (repeatable)."
+            ),
+            click.option(
+                "--tokens-file",
+                type=click.Path(dir_okay=False, path_type=Path),
+                help="UTF-8 file, one token per line; 'token<TAB>id' pins a token to a slot; '#' starts a comment.",
+            ),
+            click.option(
+                "--special-tokens-file",
+                type=click.Path(dir_okay=False, path_type=Path),
+                help="Like --tokens-file, for special tokens.",
+            ),
+        ]
+    ):
+        function = decorator(function)
+    return function
+
+
+def write_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    for decorator in reversed(
+        [
+            click.option("--out", required=True, type=click.Path(path_type=Path), help="Output directory (new)."),
+            click.option("--force", is_flag=True, help="Replace --out if it exists."),
+            click.option("--dry-run", is_flag=True, help="Print the plan and write nothing."),
+            click.option("--no-verify", is_flag=True, help="Skip reloading the output with transformers."),
+            click.option("-q", "--quiet", is_flag=True, help="No progress bar."),
+            json_option,
+        ]
+    ):
+        function = decorator(function)
+    return function
+
+
+def init_option(default_help: str) -> Callable[..., Any]:
+    return click.option("--init", type=click.Choice(INITS), default=None, help=default_help)
+
+
+def pad_option(function: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--pad-to-multiple-of", type=click.IntRange(min=1), default=None, help="Round the rows up to a multiple of N."
+    )(function)
+
+
+def format_option(function: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--weights-format",
+        type=click.Choice(["safetensors", "pytorch"]),
+        default=None,
+        help="Output weights format (default: as the source). pytorch writes pytorch_model.bin for transformers<4.30.",
+    )(function)
+
+
+def collect_requests(
+    tokens: tuple[str, ...], special: tuple[str, ...], tokens_file: Path | None, special_file: Path | None
+) -> list[TokenRequest]:
+    requests = [TokenRequest(t) for t in tokens] + [TokenRequest(t, special=True) for t in special]
+    for path, is_special in ((tokens_file, False), (special_file, True)):
+        if path is None:
+            continue
+        if not path.is_file():
+            raise CheckpointNotFoundError("tokens file does not exist", path=path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as error:
+            from ..errors import TokenRequestError
+
+            raise TokenRequestError(f"not UTF-8 (byte {error.start})", path=path) from None
+        requests += parse_tokens_file(text, path=str(path), special=is_special)
+    return requests
+
+
+@main.command()
+@click.argument("model")
+@token_options
+@write_options
+@init_option("Row init: subword-mean (default for tokens), mean (default for special tokens), keep, zeros, normal.")
+@click.option("--allow-append", is_flag=True, help="Append the tokens that do not fit in free slots.")
+@pad_option
+@format_option
+def remap(model: str, **kwargs: Any) -> None:
+    """Put new tokens into free slots of MODEL without a resize.
+
+    Each token takes the lowest free slot ([unusedN] placeholders, then padding rows) unless pinned with
+    'token<TAB>id'. Tokens are stored as the tokenizer's own normalizer produces them; a word the
+    pre-tokenizer keeps whole becomes a vocabulary entry, one it would split (COVID-19, new york) an added
+    token matched whole, a special token a special added token. vocab.txt, tokenizer.json,
+    tokenizer_config.json and special_tokens_map.json are rewritten consistently; the slot rows are
+    re-initialized (subword-mean: the mean of the rows of the pieces the original tokenizer splits the token
+    into) and every other byte of the weights is copied. The output is verified, then renamed into place.
+
+    \b
+    Example:
+      vocabsurgeon remap ./all-MiniLM-L6-v2 --out ./minilm-bio \\
+          --token COVID --token hospitalization --token COVID-19 --special-token '[special1]'
+    """
+    operation: Operation = "auto" if kwargs.pop("allow_append") else "remap"
+    _surgery(model, operation, **kwargs)
+
+
+@main.command()
+@click.argument("model")
+@token_options
+@write_options
+@init_option("Row init: subword-mean (default for tokens), mean (default for special tokens), zeros, normal.")
+@pad_option
+@format_option
+def append(model: str, **kwargs: Any) -> None:
+    """Append new tokens to MODEL, growing every vocabulary-sized tensor.
+
+    New ids follow the last id. The input embedding, an untied output embedding / LM head and vocabulary
+    biases grow together and config.vocab_size follows; weights are streamed (only vocabulary tensors are
+    touched, other tensors are copied as bytes, shards without a vocabulary tensor are copied unchanged).
+
+    \b
+    Example:
+      vocabsurgeon append ./llama --out ./llama-ext --tokens-file terms.txt --pad-to-multiple-of 64
+    """
+    _surgery(model, "append", **kwargs)
+
+
+@main.command()
+@click.argument("model")
+@click.option("--to", "to", default="tokenizer", show_default=True, help="'tokenizer' or a row count N.")
+@write_options
+@init_option("Init of the new rows: mean (default), zeros, normal.")
+@pad_option
+@format_option
+def resize(model: str, to: str, **kwargs: Any) -> None:
+    """Bring config.vocab_size and the weights of MODEL in line with its tokenizer.
+
+    The fix for 'the tokenizer grew, the model did not' (audit's tokenizer-exceeds-embeddings):
+    vocabulary tensors grow to hold every token id (or to N rows), new rows are initialized, config follows.
+
+    \b
+    Example:
+      vocabsurgeon resize ./my-bert --out ./my-bert-fixed
+    """
+    if to != "tokenizer" and not to.isdigit():
+        raise click.BadParameter("expected 'tokenizer' or a number of rows", param_hint="--to")
+    _surgery(model, "resize", resize_to=None if to == "tokenizer" else int(to), **kwargs)
+
+
+def _surgery(model: str, operation: Operation, **kw: Any) -> None:
+    inventory = read_inventory(model)
+    options = Options(init=kw.get("init"), pad_to_multiple_of=kw.get("pad_to_multiple_of"),
+                      weights_format=kw.get("weights_format"))
+    if operation == "resize":
+        plan = plan_resize(inventory, kw.get("resize_to"), options)
+    else:
+        requests = collect_requests(kw["tokens"], kw["special_tokens"], kw["tokens_file"], kw["special_tokens_file"])
+        plan = plan_surgery(inventory, requests, operation, options)
+    if kw["dry_run"]:
+        if kw["as_json"]:
+            emit_json({"dry_run": True, "plan": plan.to_json()})
+        else:
+            click.echo(render_plan(plan))
+            click.echo("\ndry run: nothing written")
+        return
+    verifier = None if kw["no_verify"] else (lambda out, source, _plan: check_or_raise(out, source))
+    with progress_bar(inventory, quiet=kw["quiet"] or kw["as_json"]) as progress:
+        result = apply_plan(inventory, plan, kw["out"], force=kw["force"], verify=verifier, progress=progress)
+    if kw["as_json"]:
+        emit_json(result_json(result))
+    else:
+        click.echo(render_plan(plan))
+        click.echo(f"\nwrote {result.output}" + (" (verified)" if result.verified else ""))
+
+
+def result_json(result: Result) -> dict[str, Any]:
+    return {
+        "output": str(result.output),
+        "verified": result.verified,
+        "files_written": list(result.files_written),
+        "files_copied": list(result.files_copied),
+        "plan": result.plan.to_json(),
+    }
+
+
+def render_plan(plan: Plan) -> str:
+    lines = [
+        f"{plan.operation}: {len(plan.placements)} tokens placed, {len(plan.skipped)} skipped"
+        f" (tokenizer {plan.tokenizer_size_before} -> {plan.tokenizer_size_after},"
+        f" rows {_n(plan.rows_before)} -> {_n(plan.rows_after)})"
+    ]
+    if plan.placements:
+        rows = [
+            (p.token, p.content, p.id, p.slot + (f" {p.replaces}" if p.replaces else ""), p.mode, p.init)
+            for p in plan.placements
+        ]
+        lines += ["", table(("token", "stored as", "id", "slot", "mode", "init"), rows, right=(2,))]
+    for skip in plan.skipped:
+        lines.append(f"skipped {skip.token!r}: {skip.reason}")
+    if plan.config_vocab_size is not None:
+        lines.append(f"config.vocab_size -> {plan.config_vocab_size}")
+    return "\n".join(lines)
+
+
+def _n(value: int | None) -> str:
+    return "-" if value is None else str(value)
+
+
+@contextmanager
+def progress_bar(inventory: Inventory, *, quiet: bool) -> Iterator[Callable[[int], None] | None]:
+    """A byte progress bar on stderr, only for a terminal."""
+    total = sum(inventory.path(f).stat().st_size for ws in inventory.weights for f in ws.files)
+    if quiet or not sys.stderr.isatty() or total == 0:
+        yield None
+        return
+    with click.progressbar(length=total, label="writing weights", file=sys.stderr, show_pos=False) as bar:
+        yield bar.update
+
+
+@main.command()
+@click.argument("out")
+@click.option("--against", "against", default=None, help="The source checkpoint, to check nothing else changed.")
+@click.option("--fast-only", is_flag=True, help="Do not load the slow tokenizer.")
+@json_option
+def verify(out: str, against: str | None, fast_only: bool, as_json: bool) -> None:
+    """Reload OUT with transformers and check its invariants.
+
+    Sizes agree (len(tokenizer), config.vocab_size, embedding and head rows); each token of the manifest
+    encodes to exactly its id with the fast and the slow tokenizer. With --against SRC also: original tokens
+    keep their ids, texts without new tokens encode as before, non-vocabulary tensors and untouched rows are
+    bit-identical. Exit 1 on any violation.
+
+    \b
+    Example:
+      vocabsurgeon verify ./minilm-bio --against ./all-MiniLM-L6-v2
+    """
+    checks = verify_checkpoint(out, against, slow=not fast_only)
+    failed = [c for c in checks if not c.ok]
+    if as_json:
+        emit_json({"output": out, "ok": not failed, "checks": [c.__dict__ for c in checks]})
+    else:
+        for check in checks:
+            click.echo(f"{'ok  ' if check.ok else 'FAIL'} {check.name}" + (f": {check.detail}" if check.detail else ""))
+        click.echo(f"\n{out}: {'ok' if not failed else f'{len(failed)} violations'}")
+    if failed:
+        click.get_current_context().exit(1)

@@ -1,0 +1,278 @@
+"""Pure planning: from an Inventory and a token request to a Plan. Nothing here writes or reads files."""
+
+from __future__ import annotations
+
+import math
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .backend import Backend, load_backend
+from .errors import NotEnoughSlotsError, TokenRequestError, UnsupportedCheckpointError, VocabSurgeonError
+from .families import Mode, family_named
+from .inventory import Inventory, require_tokenizer, taken_ids
+from .plan import Init, Operation, Placement, Plan, Skip, SlotSource, WeightsFormat
+from .slots import Slot, embedding_rows, find_slots, is_placeholder
+from .vocab_tensors import config_vocab_size
+
+
+@dataclass(frozen=True)
+class TokenRequest:
+    """A token the user asked for; ``slot`` pins it to an id (from ``token<TAB>slot`` in a tokens file)."""
+
+    text: str
+    special: bool = False
+    slot: int | None = None
+
+
+@dataclass(frozen=True)
+class Options:
+    """How to place and initialize; defaults are those of the CLI."""
+
+    init: Init | None = None  # None: mean for special tokens, subword-mean for others
+    pad_to_multiple_of: int | None = None
+    weights_format: WeightsFormat | None = None
+    seed: int = 0
+
+
+def parse_tokens_file(text: str, *, path: str, special: bool = False) -> list[TokenRequest]:
+    """One token per line (UTF-8); ``token<TAB>id`` pins a token to a slot. Blank lines and ``#`` comments are
+    skipped; a line that is only whitespace is an error, since a whitespace token is never what was meant."""
+    requests = []
+    for number, line in enumerate(text.split("\n"), start=1):
+        line = line.rstrip("\r")
+        if not line or line.startswith("#"):
+            continue
+        token, _, slot = line.partition("\t")
+        if not token.strip():
+            raise TokenRequestError(f"line {number} is whitespace only", path=path)
+        pinned = None
+        if slot.strip():
+            try:
+                pinned = int(slot.strip())
+            except ValueError:
+                raise TokenRequestError(f"line {number}: slot {slot.strip()!r} is not an integer id", path=path) from None
+        requests.append(TokenRequest(token, special, pinned))
+    return requests
+
+
+def plan_surgery(
+    inventory: Inventory,
+    requests: Sequence[TokenRequest],
+    operation: Operation,
+    options: Options = Options(),
+    *,
+    backend: Backend | None = None,
+) -> Plan:
+    """Place each requested token: free slots (remap), new ids after the last (append), or slots then new (auto)."""
+    vocabulary = require_tokenizer(inventory)
+    if operation == "resize":
+        raise ValueError("use plan_resize for resize")
+    if not requests:
+        raise TokenRequestError("no tokens given; use --token, --special-token or --tokens-file")
+    backend = backend or load_backend(inventory)
+    family = family_named(vocabulary.family)
+    _check_requests(requests)
+    known = vocabulary.token_to_id
+
+    placed: list[tuple[TokenRequest, str, Mode]] = []
+    skipped: list[Skip] = []
+    seen: dict[str, str] = {}
+    for request in requests:
+        content = request.text if request.special else backend.normalize(request.text)
+        if not content.strip():
+            raise TokenRequestError(f"token {request.text!r} normalizes to an empty string")
+        if content in seen:
+            raise TokenRequestError(f"tokens {seen[content]!r} and {request.text!r} both normalize to {content!r}")
+        seen[content] = request.text
+        if content in known:
+            where = f"as id {known[content]}"
+            skipped.append(Skip(request.text, f"already in the vocabulary {where}"))
+            continue
+        placed.append((request, content, _mode(request, content, backend, family.can_hold_whole_word())))
+
+    rows = embedding_rows(inventory)
+    capacity = rows if rows is not None else config_vocab_size(inventory.config)
+    report = find_slots(inventory)
+    ids = _assign_ids(operation, [r for r, _, _ in placed], report.slots, vocabulary.max_id, inventory)
+
+    placements: list[Placement] = []
+    id_to_token = vocabulary.id_to_token
+    for (request, content, mode), (token_id, slot) in zip(placed, ids, strict=True):
+        replaces = id_to_token.get(token_id) if slot == "placeholder" else None
+        if mode == "vocab" and slot != "placeholder" and not _can_append_entry(vocabulary, token_id):
+            if content.startswith(backend.continuing_prefix or "\0"):
+                raise UnsupportedCheckpointError(
+                    f"cannot place the subword piece {content!r} at new id {token_id}: the vocabulary file would have"
+                    " a gap (the tokenizer has added tokens past its vocabulary)",
+                    path=inventory.root,
+                )
+            mode = "added"
+        init = _init_for(request, options.init, slot)
+        pieces = tuple(backend.encode(_piece_text(content, backend))) if init == "subword-mean" else ()
+        unk = vocabulary.special_tokens.get("unk_token")
+        if init == "subword-mean" and (not pieces or all(id_to_token.get(p) == unk for p in pieces)):
+            init = "mean"  # nothing known to average: the mean row is the neutral choice
+            pieces = ()
+        placements.append(Placement(request.text, content, token_id, mode, slot, replaces, init, pieces))
+
+    top = max([p.id for p in placements], default=-1) + 1
+    rows_after = _round_up(max(capacity or 0, top), options.pad_to_multiple_of) if capacity is not None else None
+    return _finish_plan(inventory, operation, placements, skipped, capacity, rows_after, options)
+
+
+def plan_resize(inventory: Inventory, to: int | None = None, options: Options = Options()) -> Plan:
+    """Bring config and weights in line with the tokenizer (``to=None``) or grow them to ``to`` rows."""
+    vocabulary = require_tokenizer(inventory)
+    rows = embedding_rows(inventory)
+    if rows is None:
+        raise UnsupportedCheckpointError("no input embedding found in the weights; nothing to resize", path=inventory.root)
+    target = _round_up(to if to is not None else vocabulary.max_id + 1, options.pad_to_multiple_of)
+    if target < rows:
+        raise TokenRequestError(
+            f"resizing to {target} rows would drop rows {target}-{rows - 1}; vocabsurgeon never shrinks a model"
+        )
+    if target < vocabulary.max_id + 1:
+        raise TokenRequestError(f"{target} rows cannot hold the tokenizer's highest id {vocabulary.max_id}")
+    return _finish_plan(inventory, "resize", [], [], rows, target, options)
+
+
+def _finish_plan(
+    inventory: Inventory,
+    operation: Operation,
+    placements: list[Placement],
+    skipped: list[Skip],
+    rows_before: int | None,
+    rows_after: int | None,
+    options: Options,
+) -> Plan:
+    vocabulary = require_tokenizer(inventory)
+    if rows_after is not None and rows_before is not None and rows_after > rows_before and options.init == "keep":
+        raise TokenRequestError("--init keep needs existing rows, but this surgery adds rows; choose another --init")
+    untrained = {idx for idx, token in vocabulary.id_to_token.items() if is_placeholder(token)} | taken_ids(inventory)
+    if rows_before is not None:
+        untrained |= set(range(vocabulary.max_id + 1, rows_before))
+    config_rows = config_vocab_size(inventory.config)
+    size_after = vocabulary.size + sum(1 for p in placements if p.slot != "placeholder")
+    return Plan(
+        operation=operation,
+        source=inventory.source,
+        fingerprints={},
+        family=vocabulary.family,
+        placements=tuple(placements),
+        skipped=tuple(skipped),
+        rows_before=rows_before,
+        rows_after=rows_after,
+        tokenizer_size_before=vocabulary.size,
+        tokenizer_size_after=size_after,
+        pad_init=_pad_init(options.init),
+        exclude_from_mean=tuple(sorted(untrained)),
+        config_vocab_size=rows_after if rows_after is not None and rows_after != config_rows else None,
+        weights_format=options.weights_format,
+        seed=options.seed,
+    )
+
+
+def _check_requests(requests: Sequence[TokenRequest]) -> None:
+    counts: dict[str, int] = {}
+    for request in requests:
+        if not request.text or not request.text.strip():
+            raise TokenRequestError(f"empty or whitespace-only token {request.text!r}")
+        if any(unicodedata.category(ch) in {"Cc", "Cs"} and ch not in "\t" for ch in request.text) or "\n" in request.text:
+            raise TokenRequestError(f"token {request.text!r} contains a control character")
+        counts[request.text] = counts.get(request.text, 0) + 1
+    duplicated = [text for text, count in counts.items() if count > 1]
+    if duplicated:
+        raise TokenRequestError(f"token {duplicated[0]!r} is given {counts[duplicated[0]]} times")
+
+
+def _mode(request: TokenRequest, content: str, backend: Backend, whole_words: bool) -> Mode:
+    if request.special:
+        return "special"
+    if not whole_words:
+        return "added"
+    prefix = backend.continuing_prefix
+    if prefix and content.startswith(prefix) and len(content) > len(prefix):
+        rest = content[len(prefix) :]
+        if backend.pre_tokenize(rest) == [rest]:
+            return "vocab"
+        raise TokenRequestError(f"subword piece {request.text!r} would be split by the pre-tokenizer after {prefix!r}")
+    return "vocab" if backend.pre_tokenize(content) == [content] else "added"
+
+
+def _piece_text(content: str, backend: Backend) -> str:
+    prefix = backend.continuing_prefix
+    if prefix and content.startswith(prefix) and len(content) > len(prefix):
+        return content[len(prefix) :]
+    return content
+
+
+def _assign_ids(
+    operation: Operation, requests: list[TokenRequest], slots: tuple[Slot, ...], max_id: int, inventory: Inventory
+) -> list[tuple[int, SlotSource]]:
+    """Lowest free slot first (pinned tokens take their slot), then new ids after the last one."""
+    by_id = {slot.id: slot for slot in slots}
+    pinned = [r.slot for r in requests if r.slot is not None]
+    for slot_id in pinned:
+        if slot_id not in by_id:
+            raise TokenRequestError(f"id {slot_id} is not a free slot (see `vocabsurgeon slots {inventory.source}`)")
+    if len(set(pinned)) != len(pinned):
+        raise TokenRequestError("two tokens are pinned to the same slot")
+    free = [slot for slot in slots if slot.id not in set(pinned)] if operation != "append" else []
+    unpinned = sum(1 for r in requests if r.slot is None)
+    if operation == "remap" and unpinned > len(free):
+        total = len(slots)
+        raise NotEnoughSlotsError(
+            f"{len(requests)} new tokens but only {total} free slots",
+            path=inventory.root,
+            hint=f"`vocabsurgeon append` (or remap --allow-append) adds the other {len(requests) - total}",
+        )
+    assigned: list[tuple[int, SlotSource]] = []
+    queue = iter(free)
+    # append: right after the last id (using padding rows first); auto: after every slot
+    next_new = max_id + 1 if operation == "append" else max([max_id, *(s.id for s in slots)]) + 1
+    for request in requests:
+        if request.slot is not None:
+            assigned.append((request.slot, by_id[request.slot].kind))
+            continue
+        slot = next(queue, None)
+        if slot is not None:
+            assigned.append((slot.id, slot.kind))
+        else:
+            assigned.append((next_new, "new"))
+            next_new += 1
+    padding = sorted(idx for idx, kind in assigned if kind == "padding")
+    if padding and padding != list(range(max_id + 1, max_id + 1 + len(padding))):
+        raise TokenRequestError(
+            f"padding slots must be filled in order from id {max_id + 1}; pin tokens to those ids first"
+        )
+    # an append that lands on padding rows (Qwen-style) uses them before growing
+    return [(idx, "padding" if kind == "new" and idx in {s.id for s in slots} else kind) for idx, kind in assigned]
+
+
+def _can_append_entry(vocabulary: object, token_id: int) -> bool:
+    """A new vocabulary entry needs the id right after the model vocabulary (vocab.txt has no gaps)."""
+    model_vocab = vocabulary.model_vocab  # type: ignore[attr-defined]
+    return token_id == (max(model_vocab.values(), default=-1) + 1) and token_id == len(model_vocab)
+
+
+def _init_for(request: TokenRequest, init: Init | None, slot: SlotSource) -> Init:
+    if init is None:
+        return "mean" if request.special else "subword-mean"
+    if init == "keep" and slot == "new":
+        raise TokenRequestError("--init keep needs an existing row; new ids have none")
+    return init
+
+
+def _pad_init(init: Init | None) -> Init:
+    if init in (None, "subword-mean", "keep"):
+        return "mean"
+    return init
+
+
+def _round_up(value: int, multiple: int | None) -> int:
+    if not multiple:
+        return value
+    if multiple < 1:
+        raise VocabSurgeonError(f"--pad-to-multiple-of must be positive, got {multiple}")
+    return math.ceil(value / multiple) * multiple

@@ -1,0 +1,128 @@
+"""Apply a plan's placements to working copies of the tokenizer files, consistently across all of them.
+
+The family decides where its model vocabulary lives (vocab.txt, model.vocab, vocab.json); this module keeps what
+every family shares in step: tokenizer.json's ``added_tokens``, tokenizer_config.json's ``added_tokens_decoder``,
+``added_tokens.json``, and the special-token lists in the forms transformers 4.x and 5.x both read.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from .families import TokenizerDocs, family_named
+from .inventory import Inventory
+from .plan import Placement, Plan
+
+
+def docs_from_inventory(inventory: Inventory) -> TokenizerDocs:
+    """Deep copies of every tokenizer document, so the inventory is never mutated."""
+    vocabulary = inventory.vocabulary
+    docs = TokenizerDocs(
+        tokenizer_json=copy.deepcopy(inventory.tokenizer_json),
+        tokenizer_config=copy.deepcopy(inventory.tokenizer_config),
+        special_tokens_map=copy.deepcopy(inventory.special_tokens_map),
+        added_tokens_json=copy.deepcopy(inventory.added_tokens_json),
+        vocab_txt=list(vocabulary.vocab_txt) if vocabulary and vocabulary.vocab_txt is not None else None,
+    )
+    if inventory.has("vocab.json"):
+        from .formats.json_file import read_json_object
+
+        docs.side["vocab.json"] = read_json_object(inventory.path("vocab.json"))[0]
+    return docs
+
+
+def apply_placements(docs: TokenizerDocs, plan: Plan, inventory: Inventory) -> None:
+    """Edit ``docs`` in place so that every placement's content has its id in every file."""
+    family = family_named(plan.family)
+    model_vocab = dict(inventory.vocabulary.model_vocab) if inventory.vocabulary else {}
+    for placement in plan.placements:
+        in_model = placement.replaces is not None and model_vocab.get(placement.replaces) == placement.id
+        appendable = family.can_hold_whole_word() and placement.id == len(model_vocab)
+        if placement.mode == "vocab" or in_model or appendable:
+            family.set_model_entry(docs, placement.id, placement.content, placement.replaces if in_model else None)
+            model_vocab.pop(placement.replaces or "", None) if in_model else None
+            model_vocab[placement.content] = placement.id
+        _set_added_token(docs, placement, in_vocab_txt=docs.vocab_txt is not None and placement.id < len(docs.vocab_txt))
+        if placement.mode == "special":
+            _add_special(docs, placement.content)
+        elif placement.mode == "added" and family.can_hold_whole_word():
+            _add_never_split(docs, placement.content)
+
+
+def added_entry(placement: Placement) -> dict[str, Any]:
+    """The tokenizers-library form of an added token (the key order tokenizers itself writes)."""
+    special = placement.mode == "special"
+    return {
+        "id": placement.id,
+        "content": placement.content,
+        "single_word": False,
+        "lstrip": False,
+        "rstrip": False,
+        "normalized": not special,
+        "special": special,
+    }
+
+
+def _set_added_token(docs: TokenizerDocs, placement: Placement, *, in_vocab_txt: bool) -> None:
+    wanted = placement.mode in ("added", "special")
+    if docs.tokenizer_json is not None:
+        tokens = [t for t in docs.tokenizer_json.get("added_tokens", []) if t.get("id") != placement.id]
+        if wanted:
+            entry = added_entry(placement)
+            template = next(iter(docs.tokenizer_json.get("added_tokens", [])), None)
+            if template is not None:  # follow the file's own key order
+                entry = {key: entry[key] for key in template if key in entry} | entry
+            tokens.append(entry)
+            tokens.sort(key=lambda t: t["id"])
+        docs.tokenizer_json["added_tokens"] = tokens
+    decoder = (docs.tokenizer_config or {}).get("added_tokens_decoder")
+    if isinstance(decoder, dict):
+        kept = {key: value for key, value in decoder.items() if int(key) != placement.id}
+        if wanted:
+            entry = {k: v for k, v in added_entry(placement).items() if k != "id"}
+            kept[str(placement.id)] = entry
+        docs.tokenizer_config["added_tokens_decoder"] = dict(sorted(kept.items(), key=lambda item: int(item[0])))  # type: ignore[index]
+    if docs.added_tokens_json is not None:
+        docs.added_tokens_json = {k: v for k, v in docs.added_tokens_json.items() if v != placement.id}
+        if wanted and not in_vocab_txt:
+            docs.added_tokens_json[placement.content] = placement.id
+
+
+def _add_special(docs: TokenizerDocs, content: str) -> None:
+    """transformers 4.x reads ``additional_special_tokens``; 5.x converts it to ``extra_special_tokens`` unless a
+    list of those is already present, in which case that list is extended too. A list is never created under
+    ``extra_special_tokens``: transformers 4.47-4.57 crash on one (they expect a dict there)."""
+    for document, create in ((docs.tokenizer_config, True), (docs.special_tokens_map, True)):
+        if document is None:
+            continue
+        existing = document.get("additional_special_tokens")
+        if existing is None and create:
+            existing = []
+        if isinstance(existing, list):
+            document["additional_special_tokens"] = _append_token(existing, content)
+        extra = document.get("extra_special_tokens")
+        if isinstance(extra, list):
+            document["extra_special_tokens"] = _append_token(extra, content)
+
+
+def _append_token(values: list[Any], content: str) -> list[Any]:
+    if any((v.get("content") if isinstance(v, dict) else v) == content for v in values):
+        return values
+    if values and isinstance(values[0], dict):
+        template = dict(values[0])
+        template.update(content=content, lstrip=False, rstrip=False, single_word=False, normalized=False)
+        return [*values, template]
+    return [*values, content]
+
+
+def _add_never_split(docs: TokenizerDocs, content: str) -> None:
+    """transformers 4.x's slow BertTokenizer splits punctuation before looking words up and ignores added tokens
+    that are already in the vocabulary; ``never_split`` is how it keeps ``covid-19`` whole."""
+    if docs.tokenizer_config is None:
+        return
+    never_split = docs.tokenizer_config.get("never_split")
+    values = list(never_split) if isinstance(never_split, list) else []
+    if content not in values:
+        values.append(content)
+    docs.tokenizer_config["never_split"] = values

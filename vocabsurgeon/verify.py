@@ -1,0 +1,234 @@
+"""Reload a surgery's output with transformers and check the invariants a user relies on.
+
+- sizes: len(tokenizer) <= config.vocab_size == every vocabulary tensor's rows (== for a remap);
+- each token of the manifest encodes to exactly its id, with the fast and the slow tokenizer;
+- against the source: every original token that was not a replaced placeholder keeps its id, texts without the
+  new tokens encode to the same ids, every tensor that is not vocabulary-sized is byte-identical and every row of
+  a vocabulary tensor that the manifest does not name is bit-identical.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import VerificationError
+from .inventory import Inventory, WeightSet, read_inventory, require_tokenizer
+from .slots import is_placeholder
+from .vocab_tensors import config_vocab_size, find_vocab_tensors
+
+SAMPLE_TEXTS = (
+    "The patients were admitted to the hospital in New York last week.",
+    "A quick brown fox jumps over the lazy dog, doesn't it?",
+    "Numbers like 3.14, 1,000 and 2026-11-25 and symbols: @#$%^&*()!",
+    "한국어 문장도 토큰화합니다. 日本語のテキスト。 Ünïcödé àccents.",
+)
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str = ""
+
+
+def verify_checkpoint(out: str | Path, against: str | Path | Inventory | None = None, *, slow: bool = True) -> list[Check]:
+    """Every check, passed or not. ``against`` is the source checkpoint (directory or Inventory)."""
+    output = read_inventory(out)
+    source = against if isinstance(against, Inventory) or against is None else read_inventory(against)
+    checks: list[Check] = []
+    checks += list(_check_sizes(output))
+    tokenizers = _load_tokenizers(output.root, slow)
+    manifest_tokens = [t for t in (output.manifest or {}).get("tokens", []) if isinstance(t, dict)]
+    for label, tokenizer in tokenizers.items():
+        if isinstance(tokenizer, Exception):
+            checks.append(Check(f"{label} tokenizer loads", False, f"{type(tokenizer).__name__}: {tokenizer}"))
+            continue
+        checks.append(Check(f"{label} tokenizer loads", True, type(tokenizer).__name__))
+        checks += list(_check_new_tokens(label, tokenizer, manifest_tokens))
+        if source is not None:
+            checks += list(_check_same_encoding(label, tokenizer, source, manifest_tokens))
+    if source is not None:
+        checks += list(_check_ids_kept(source, output, manifest_tokens))
+        checks += list(_check_weights_kept(source, output, manifest_tokens))
+    return checks
+
+
+def check_or_raise(out: Path, against: Inventory | None) -> None:
+    """Verification as the last step of a surgery: raise VerificationError listing every violation."""
+    failed = [f"{c.name}: {c.detail}" if c.detail else c.name for c in verify_checkpoint(out, against) if not c.ok]
+    if failed:
+        raise VerificationError(failed, path=out)
+
+
+def _check_sizes(output: Inventory) -> Iterator[Check]:
+    vocabulary = require_tokenizer(output)
+    config_rows = config_vocab_size(output.config)
+    for weights in output.weights:
+        tensors = find_vocab_tensors(weights.specs)
+        if tensors is None:
+            continue
+        rows = {spec.name: spec.shape[0] for spec in tensors.all}
+        same = len(set(rows.values())) == 1
+        yield Check(f"vocabulary tensors agree ({weights.files[0]})", same, "" if same else str(rows))
+        if config_rows is not None:
+            yield Check(
+                "config.vocab_size == embedding rows",
+                config_rows == tensors.rows,
+                f"config {config_rows}, {tensors.input.name} {tensors.rows}",
+            )
+        yield Check(
+            "every token id has a row",
+            vocabulary.max_id < tensors.rows,
+            f"highest id {vocabulary.max_id}, {tensors.rows} rows",
+        )
+
+
+def _load_tokenizers(root: Path, slow: bool) -> dict[str, Any]:
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    loaded: dict[str, Any] = {}
+    variants = {"fast": True, "slow": False} if slow else {"fast": True}
+    for label, use_fast in variants.items():
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                loaded[label] = AutoTokenizer.from_pretrained(str(root), use_fast=use_fast, local_files_only=True)
+        except Exception as error:  # report, don't crash: a tokenizer that does not load is the finding
+            loaded[label] = error
+    if "slow" in loaded and "fast" in loaded and type(loaded["slow"]) is type(loaded["fast"]):
+        del loaded["slow"]  # transformers 5 has one tokenizer class: nothing more to check
+    return loaded
+
+
+def _check_new_tokens(label: str, tokenizer: Any, tokens: list[dict[str, Any]]) -> Iterator[Check]:
+    wrong = []
+    for entry in tokens:
+        ids = tokenizer.encode(entry["token"], add_special_tokens=False)
+        if ids != [entry["id"]]:
+            wrong.append(f"{entry['token']!r} -> {ids}, expected [{entry['id']}]")
+    detail = "; ".join(wrong[:3]) + (f" (and {len(wrong) - 3} more)" if len(wrong) > 3 else "")
+    yield Check(f"{label}: each new token is one id", not wrong, detail or f"{len(tokens)} tokens")
+
+
+def _check_same_encoding(label: str, tokenizer: Any, source: Inventory, tokens: list[dict[str, Any]]) -> Iterator[Check]:
+    from .backend import load_backend
+
+    backend = load_backend(source)
+    new = [str(t.get("content", t["token"])).lower() for t in tokens] + [str(t["token"]).lower() for t in tokens]
+    texts = [text for text in _sample_texts(source) if not any(n in backend.normalize(text).lower() for n in new)]
+    differing = []
+    for text in texts:
+        expected = backend.encode(text)
+        actual = tokenizer.encode(text, add_special_tokens=False)
+        if expected != actual:
+            differing.append(text)
+    yield Check(
+        f"{label}: texts without new tokens encode as before",
+        not differing,
+        f"{len(differing)} of {len(texts)} differ, e.g. {differing[0]!r}" if differing else f"{len(texts)} texts",
+    )
+
+
+def _sample_texts(source: Inventory) -> list[str]:
+    """Fixed sentences plus words drawn from the source vocabulary itself."""
+    vocabulary = require_tokenizer(source)
+    words = [t for t in vocabulary.model_vocab if t.isalpha() and len(t) > 2 and not is_placeholder(t)]
+    step = max(1, len(words) // 200)
+    chosen = words[::step][:200]
+    return list(SAMPLE_TEXTS) + [" ".join(chosen[i : i + 20]) for i in range(0, len(chosen), 20)]
+
+
+def _check_ids_kept(source: Inventory, output: Inventory, tokens: list[dict[str, Any]]) -> Iterator[Check]:
+    placed = {int(t["id"]) for t in tokens}
+    before = require_tokenizer(source).id_to_token
+    after = require_tokenizer(output).id_to_token
+    moved = [
+        f"{token!r} was {idx}, now {after.get(idx)!r} there"
+        for idx, token in before.items()
+        if after.get(idx) != token and not (idx in placed and is_placeholder(token))
+    ]
+    yield Check("original tokens keep their ids", not moved, "; ".join(moved[:3]))
+
+
+def _check_weights_kept(source: Inventory, output: Inventory, tokens: list[dict[str, Any]]) -> Iterator[Check]:
+    placed = {int(t["id"]) for t in tokens}
+    for before, after in zip(source.weights, output.weights, strict=False):
+        if before.format != after.format:
+            continue
+        vocab = find_vocab_tensors(before.specs)
+        vocab_names = {spec.name for spec in vocab.all} if vocab else set()
+        changed = [
+            name
+            for name in before.specs
+            if name not in vocab_names and _tensor_digest(source, before, name) != _tensor_digest(output, after, name)
+        ]
+        yield Check("non-vocabulary tensors unchanged", not changed, ", ".join(changed[:3]))
+        if vocab is None:
+            continue
+        altered = []
+        for spec in vocab.all:
+            keep = [i for i in range(spec.shape[0]) if i not in placed]
+            if _rows_digest(source, before, spec.name, keep) != _rows_digest(output, after, spec.name, keep):
+                altered.append(spec.name)
+        yield Check("old rows unchanged", not altered, ", ".join(altered))
+
+
+def _tensor_digest(inventory: Inventory, weights: WeightSet, name: str) -> str:
+    return _rows_digest(inventory, weights, name, None)
+
+
+def _rows_digest(inventory: Inventory, weights: WeightSet, name: str, rows: list[int] | None) -> str:
+    """sha256 of a tensor's raw bytes (or of the listed rows), streamed from the file."""
+    path = inventory.path(weights.locations[name])
+    digest = hashlib.sha256()
+    if weights.format == "safetensors":
+        from .formats.safetensors_stream import read_header
+
+        header = read_header(path)
+        entry = next(e for e in header.entries if e.spec.name == name)
+        row = entry.spec.row_bytes
+        with open(path, "rb") as handle:
+            spans = [(0, entry.end - entry.begin)] if rows is None else _runs(rows, row)
+            for start, length in spans:
+                handle.seek(header.data_start + entry.begin + start)
+                remaining = length
+                while remaining:
+                    block = handle.read(min(remaining, 1 << 24))
+                    if not block:
+                        break
+                    digest.update(block)
+                    remaining -= len(block)
+        return digest.hexdigest()
+    from .formats.torch_bin import load_state_dict
+
+    tensor = load_state_dict(path)[name]
+    if rows is not None:
+        tensor = tensor[rows]
+    digest.update(tensor.contiguous().view(-1).view(dtype=_u8()).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _u8() -> Any:
+    import torch
+
+    return torch.uint8
+
+
+def _runs(rows: list[int], row_bytes: int) -> list[tuple[int, int]]:
+    """Consecutive rows as (byte offset, byte length) spans."""
+    spans: list[tuple[int, int]] = []
+    for idx in rows:
+        if spans and spans[-1][0] + spans[-1][1] == idx * row_bytes:
+            spans[-1] = (spans[-1][0], spans[-1][1] + row_bytes)
+        else:
+            spans.append((idx * row_bytes, row_bytes))
+    return spans
