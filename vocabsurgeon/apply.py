@@ -154,7 +154,8 @@ def _tokenizer_outputs(inventory: Inventory, plan: Plan) -> dict[str, bytes]:
     )
     for name, new, old, style in pairs:
         if new is not None and new != old:
-            style = style or read_json_object(inventory.path(name))[1]
+            if style is None:
+                style = read_json_object(inventory.path(name))[1] if inventory.has(name) else JsonStyle(indent=2)
             outputs[name] = dump_json(new, style).encode("utf-8")
     vocabulary = inventory.vocabulary
     if docs.vocab_txt is not None and vocabulary is not None and tuple(docs.vocab_txt) != vocabulary.vocab_txt:

@@ -94,20 +94,25 @@ def plan_surgery(
     rows = embedding_rows(inventory)
     capacity = rows if rows is not None else config_vocab_size(inventory.config)
     report = find_slots(inventory)
-    ids = _assign_ids(operation, [r for r, _, _ in placed], report.slots, vocabulary.max_id, inventory)
+    ids = _assign_ids(operation, [(r, m) for r, _, m in placed], report.slots, vocabulary.max_id, inventory)
 
     placements: list[Placement] = []
     id_to_token = vocabulary.id_to_token
+    model_size = len(vocabulary.model_vocab)
+    dense = model_size == max(vocabulary.model_vocab.values(), default=-1) + 1
     for (request, content, mode), (token_id, slot) in zip(placed, ids, strict=True):
         replaces = id_to_token.get(token_id) if slot == "placeholder" else None
-        if mode == "vocab" and slot != "placeholder" and not _can_append_entry(vocabulary, token_id):
-            if content.startswith(backend.continuing_prefix or "\0"):
+        if mode == "vocab" and slot != "placeholder":
+            if dense and token_id == model_size:
+                model_size += 1  # a new vocabulary entry right after the last one (vocab.txt stays gap-free)
+            elif content.startswith(backend.continuing_prefix or "\0"):
                 raise UnsupportedCheckpointError(
                     f"cannot place the subword piece {content!r} at new id {token_id}: the vocabulary file would have"
                     " a gap (the tokenizer has added tokens past its vocabulary)",
                     path=inventory.root,
                 )
-            mode = "added"
+            else:
+                mode = "added"
         init = _init_for(request, options.init, slot)
         pieces = tuple(backend.encode(_piece_text(content, backend))) if init == "subword-mean" else ()
         unk = vocabulary.special_tokens.get("unk_token")
@@ -208,52 +213,53 @@ def _piece_text(content: str, backend: Backend) -> str:
 
 
 def _assign_ids(
-    operation: Operation, requests: list[TokenRequest], slots: tuple[Slot, ...], max_id: int, inventory: Inventory
+    operation: Operation,
+    requests: list[tuple[TokenRequest, Mode]],
+    slots: tuple[Slot, ...],
+    max_id: int,
+    inventory: Inventory,
 ) -> list[tuple[int, SlotSource]]:
-    """Lowest free slot first (pinned tokens take their slot), then new ids after the last one."""
+    """Pinned tokens take their slot; the others the lowest free placeholder in request order; what is left gets
+    ids after the last one (padding rows first), vocabulary entries before added tokens. That order keeps
+    vocab.txt gap-free and gives every appended added token the id tokenizers itself assigns (model size + n)."""
     by_id = {slot.id: slot for slot in slots}
-    pinned = [r.slot for r in requests if r.slot is not None]
+    pinned = [r.slot for r, _ in requests if r.slot is not None]
     for slot_id in pinned:
         if slot_id not in by_id:
             raise TokenRequestError(f"id {slot_id} is not a free slot (see `vocabsurgeon slots {inventory.source}`)")
     if len(set(pinned)) != len(pinned):
         raise TokenRequestError("two tokens are pinned to the same slot")
-    free = [slot for slot in slots if slot.id not in set(pinned)] if operation != "append" else []
-    unpinned = sum(1 for r in requests if r.slot is None)
-    if operation == "remap" and unpinned > len(free):
-        total = len(slots)
+    usable = [] if operation == "append" else [slot for slot in slots if slot.id not in set(pinned)]
+    unpinned = sum(1 for r, _ in requests if r.slot is None)
+    if operation == "remap" and unpinned > len(usable):
         raise NotEnoughSlotsError(
-            f"{len(requests)} new tokens but only {total} free slots",
+            f"{len(requests)} new tokens but only {len(slots)} free slots",
             path=inventory.root,
-            hint=f"`vocabsurgeon append` (or remap --allow-append) adds the other {len(requests) - total}",
+            hint=f"`vocabsurgeon append` (or remap --allow-append) adds the other {len(requests) - len(slots)}",
         )
-    assigned: list[tuple[int, SlotSource]] = []
-    queue = iter(free)
-    # append: right after the last id (using padding rows first); auto: after every slot
-    next_new = max_id + 1 if operation == "append" else max([max_id, *(s.id for s in slots)]) + 1
-    for request in requests:
+    assigned: dict[int, tuple[int, SlotSource]] = {}
+    placeholders = iter([slot for slot in usable if slot.kind == "placeholder"])
+    later: list[int] = []
+    for index, (request, _) in enumerate(requests):
         if request.slot is not None:
-            assigned.append((request.slot, by_id[request.slot].kind))
-            continue
-        slot = next(queue, None)
-        if slot is not None:
-            assigned.append((slot.id, slot.kind))
+            assigned[index] = (request.slot, by_id[request.slot].kind)
+        elif (slot := next(placeholders, None)) is not None:
+            assigned[index] = (slot.id, "placeholder")
         else:
-            assigned.append((next_new, "new"))
-            next_new += 1
-    padding = sorted(idx for idx, kind in assigned if kind == "padding")
-    if padding and padding != list(range(max_id + 1, max_id + 1 + len(padding))):
-        raise TokenRequestError(
-            f"padding slots must be filled in order from id {max_id + 1}; pin tokens to those ids first"
-        )
-    # an append that lands on padding rows (Qwen-style) uses them before growing
-    return [(idx, "padding" if kind == "new" and idx in {s.id for s in slots} else kind) for idx, kind in assigned]
-
-
-def _can_append_entry(vocabulary: object, token_id: int) -> bool:
-    """A new vocabulary entry needs the id right after the model vocabulary (vocab.txt has no gaps)."""
-    model_vocab = vocabulary.model_vocab  # type: ignore[attr-defined]
-    return token_id == (max(model_vocab.values(), default=-1) + 1) and token_id == len(model_vocab)
+            later.append(index)
+    later.sort(key=lambda index: requests[index][1] != "vocab")
+    padding = sorted(slot.id for slot in slots if slot.kind == "padding")
+    next_id = max_id + 1
+    taken = {token_id for token_id, _ in assigned.values()}
+    for index in later:
+        while next_id in taken:
+            next_id += 1
+        assigned[index] = (next_id, "padding" if next_id in padding else "new")
+        next_id += 1
+    pinned_padding = sorted(idx for idx, kind in assigned.values() if kind == "padding")
+    if pinned_padding and pinned_padding != list(range(max_id + 1, max_id + 1 + len(pinned_padding))):
+        raise TokenRequestError(f"padding slots must be filled in order from id {max_id + 1}")
+    return [assigned[index] for index in range(len(requests))]
 
 
 def _init_for(request: TokenRequest, init: Init | None, slot: SlotSource) -> Init:

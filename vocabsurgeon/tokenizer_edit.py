@@ -37,16 +37,19 @@ def apply_placements(docs: TokenizerDocs, plan: Plan, inventory: Inventory) -> N
     family = family_named(plan.family)
     model_vocab = dict(inventory.vocabulary.model_vocab) if inventory.vocabulary else {}
     for placement in plan.placements:
+        # A slot's placeholder in the model vocabulary is renamed, whatever the mode, so the id keeps a model
+        # entry; a new id gets one only as a vocabulary entry: an appended added token lives in added_tokens alone,
+        # where every tokenizers version (0.13 included) gives it the id model size + n.
         in_model = placement.replaces is not None and model_vocab.get(placement.replaces) == placement.id
-        appendable = family.can_hold_whole_word() and placement.id == len(model_vocab)
-        if placement.mode == "vocab" or in_model or appendable:
+        if placement.mode == "vocab" or in_model:
             family.set_model_entry(docs, placement.id, placement.content, placement.replaces if in_model else None)
-            model_vocab.pop(placement.replaces or "", None) if in_model else None
+            if in_model:
+                del model_vocab[placement.replaces]  # type: ignore[arg-type]
             model_vocab[placement.content] = placement.id
-        _set_added_token(docs, placement, in_vocab_txt=docs.vocab_txt is not None and placement.id < len(docs.vocab_txt))
+        _set_added_token(docs, placement, in_model=in_model or placement.mode == "vocab")
         if placement.mode == "special":
             _add_special(docs, placement.content)
-        elif placement.mode == "added" and family.can_hold_whole_word():
+        elif placement.mode == "added" and in_model and family.can_hold_whole_word():
             _add_never_split(docs, placement.content)
 
 
@@ -64,7 +67,7 @@ def added_entry(placement: Placement) -> dict[str, Any]:
     }
 
 
-def _set_added_token(docs: TokenizerDocs, placement: Placement, *, in_vocab_txt: bool) -> None:
+def _set_added_token(docs: TokenizerDocs, placement: Placement, *, in_model: bool) -> None:
     wanted = placement.mode in ("added", "special")
     if docs.tokenizer_json is not None:
         tokens = [t for t in docs.tokenizer_json.get("added_tokens", []) if t.get("id") != placement.id]
@@ -83,9 +86,12 @@ def _set_added_token(docs: TokenizerDocs, placement: Placement, *, in_vocab_txt:
             entry = {k: v for k, v in added_entry(placement).items() if k != "id"}
             kept[str(placement.id)] = entry
         docs.tokenizer_config["added_tokens_decoder"] = dict(sorted(kept.items(), key=lambda item: int(item[0])))  # type: ignore[index]
+    # transformers 4.x's slow tokenizers learn tokens past vocab.txt from added_tokens.json only
+    if docs.added_tokens_json is None and wanted and not in_model and docs.vocab_txt is not None:
+        docs.added_tokens_json = {}
     if docs.added_tokens_json is not None:
         docs.added_tokens_json = {k: v for k, v in docs.added_tokens_json.items() if v != placement.id}
-        if wanted and not in_vocab_txt:
+        if wanted and not in_model:
             docs.added_tokens_json[placement.content] = placement.id
 
 

@@ -17,7 +17,8 @@ import json
 import os
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -99,6 +100,7 @@ def read_header(path: PathLike) -> Header:
     exactly (sorted by offset, no gap, no overlap, nothing missing or left over). Raises CheckpointFormatError
     naming the file for anything else.
     """
+    path = Path(path)
     try:
         # unbuffered, so that not even a read-ahead buffer's worth of tensor data is read
         with open(path, "rb", buffering=0) as file:
@@ -138,6 +140,7 @@ def read_rows(path: PathLike, name: str, rows: Sequence[int]) -> np.ndarray:
     The result has shape ``(len(rows), *shape[1:])``. Only the requested rows are read, one read per run of
     consecutive rows (a memory map would be simpler but its read-ahead maps far more of the file).
     """
+    path = Path(path)
     header = read_header(path)
     entry = header.entry(name)
     spec = _row_spec(entry.spec)
@@ -153,7 +156,7 @@ def read_rows(path: PathLike, name: str, rows: Sequence[int]) -> np.ndarray:
     with open(path, "rb", buffering=0) as file:
         for start, stop in zip(run_starts, run_stops, strict=True):
             file.seek(header.data_start + entry.begin + int(wanted[start]) * spec.row_bytes)
-            if not _read_exact(file, raw[start:stop]):
+            if not _read_exact(file, raw[start:stop].data):
                 raise CheckpointFormatError(f"file ended while reading tensor {name}", path=path)
     in_order = len(wanted) == len(index) and bool((wanted == index).all())
     picked = raw if in_order else raw[inverse.reshape(-1)]
@@ -166,6 +169,7 @@ def read_row_mean(path: PathLike, name: str, exclude: Collection[int] = ()) -> n
     The tensor is streamed in chunks of about 64 MiB and summed in float64, so memory stays bounded whatever its
     size. Raises ValueError if no row is left to average.
     """
+    path = Path(path)
     header = read_header(path)
     entry = header.entry(name)
     spec = _row_spec(entry.spec)
@@ -186,7 +190,7 @@ def read_row_mean(path: PathLike, name: str, exclude: Collection[int] = ()) -> n
             for start in range(0, n_rows, chunk_rows):
                 stop = min(n_rows, start + chunk_rows)
                 view = buffer[: (stop - start) * row_bytes]
-                if not _read_exact(file, view):
+                if not _read_exact(file, view.data):
                     raise CheckpointFormatError(f"file ended while reading tensor {name}", path=path)
                 block = _numbers(view, spec.dtype, wide).reshape(stop - start, -1)
                 skip = excluded[np.searchsorted(excluded, start) : np.searchsorted(excluded, stop)]
@@ -235,6 +239,7 @@ def write_edited(
     are. ``dst`` must not exist (nor be a symlink, nor be ``src``); ``progress`` receives the byte count of each
     written piece. A partly written ``dst`` is removed on failure.
     """
+    src, dst = Path(src), Path(dst)
     header = read_header(src)
     specs = header.specs()
     for name in edits:
@@ -283,7 +288,7 @@ def copy_range(src_fd: int, dst_fd: int, offset: int, count: int, progress: Prog
 # --------------------------------------------------------------------------------------------------- helpers
 
 
-def _parse_header(raw: bytes, *, path: PathLike, file_size: int) -> Header:
+def _parse_header(raw: bytes, *, path: Path, file_size: int) -> Header:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -331,7 +336,7 @@ def _parse_header(raw: bytes, *, path: PathLike, file_size: int) -> Header:
     return Header(entries=tuple(entries), metadata=metadata, data_start=data_start, file_size=file_size)
 
 
-def _parse_entry(name: str, info: object, *, path: PathLike) -> Entry:
+def _parse_entry(name: str, info: object, *, path: Path) -> Entry:
     def fail(problem: str) -> CheckpointFormatError:
         return CheckpointFormatError(f"tensor {name} in the safetensors header {problem}", path=path)
 
@@ -351,7 +356,7 @@ def _parse_entry(name: str, info: object, *, path: PathLike) -> Entry:
     return Entry(spec=TensorSpec(name=name, dtype=dtype, shape=tuple(shape)), begin=offsets[0], end=offsets[1])
 
 
-def _is_count_list(value: object) -> bool:
+def _is_count_list(value: object) -> TypeGuard[list[int]]:
     return isinstance(value, list) and all(type(item) is int and item >= 0 for item in value)
 
 
@@ -391,7 +396,7 @@ def _numbers(raw: np.ndarray, dtype: str, wide: np.ndarray | None = None) -> np.
     return target.view("<f4")
 
 
-def _read_exact(file: io.RawIOBase, into: np.ndarray | bytearray) -> bool:
+def _read_exact(file: io.RawIOBase, into: bytearray | memoryview) -> bool:
     """Fill ``into`` from ``file``'s position; False if the file ends first."""
     buffer = memoryview(into).cast("B")
     done = 0
@@ -403,7 +408,7 @@ def _read_exact(file: io.RawIOBase, into: np.ndarray | bytearray) -> bool:
     return True
 
 
-def _check_destination(src: PathLike, dst: PathLike) -> None:
+def _check_destination(src: Path, dst: Path) -> None:
     if os.path.islink(dst):
         raise OutputExistsError("output path is a symlink; refusing to write through it", path=dst)
     if os.path.lexists(dst):
