@@ -1,0 +1,109 @@
+"""Weight format conversion during a surgery (``--weights-format``): safetensors <-> pytorch_model.bin.
+
+Conversion cannot stream (torch.save pickles whole tensors), so each file is loaded, edited and saved in turn: peak
+memory is one shard, not the model. Shared tensors (tied embeddings saved twice in a .bin) are kept once when
+writing safetensors, as transformers does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from .formats.json_file import JsonStyle, dump_json, read_json_object
+from .formats.weights import Progress, TensorEdit
+from .inventory import Inventory, WeightSet
+from .plan import Plan
+
+NAMES = {
+    "safetensors": ("model.safetensors", "model-{i:05d}-of-{n:05d}.safetensors", "model.safetensors.index.json"),
+    "pytorch": ("pytorch_model.bin", "pytorch_model-{i:05d}-of-{n:05d}.bin", "pytorch_model.bin.index.json"),
+}
+
+
+def convert_weights(
+    inventory: Inventory,
+    weights: WeightSet,
+    plan: Plan,
+    staging: Path,
+    progress: Progress | None,
+    edits: Mapping[str, TensorEdit],
+) -> Iterable[tuple[str, bool]]:
+    """Write ``weights`` with ``edits`` applied in ``plan.weights_format``; yields the files written."""
+    target = plan.weights_format
+    assert target is not None
+    single, pattern, index_name = NAMES[target]
+    count = len(weights.files)
+    renamed = {
+        source: single if count == 1 else pattern.format(i=i, n=count) for i, source in enumerate(weights.files, 1)
+    }
+    total = 0
+    for source, destination in renamed.items():
+        tensors = _load(inventory.path(source), weights.format)
+        for name, edit in edits.items():
+            if weights.locations[name] == source:
+                tensors[name] = apply_edit(tensors[name], edit)
+        if target == "safetensors":
+            tensors = _drop_shared(tensors)
+        total += _save(tensors, staging / destination, target)
+        if progress is not None:
+            progress((staging / destination).stat().st_size)
+        yield destination, True
+    if count > 1 or weights.index is not None:
+        weight_map = {name: renamed[weights.locations[name]] for name in weights.specs}
+        document: dict[str, Any] = {"metadata": {"total_size": total}, "weight_map": weight_map}
+        style = JsonStyle(indent=2)
+        if weights.index is not None:
+            original, style = read_json_object(inventory.path(weights.index))
+            document = {**original, **document, "metadata": {**original.get("metadata", {}), "total_size": total}}
+        (staging / index_name).write_text(dump_json(document, style), encoding="utf-8")
+        yield index_name, True
+
+
+def apply_edit(tensor: Any, edit: TensorEdit) -> Any:
+    """A grown copy of a torch tensor with the edit's rows set (cast with torch's own rounding)."""
+    import torch
+
+    grown = torch.empty((edit.new_rows, *tensor.shape[1:]), dtype=tensor.dtype)
+    grown[: tensor.shape[0]] = tensor
+    if edit.indices:
+        values = torch.from_numpy(edit.values).to(tensor.dtype)
+        grown[list(edit.indices)] = values
+    return grown
+
+
+def _load(path: Path, fmt: str) -> dict[str, Any]:
+    if fmt == "safetensors":
+        from safetensors.torch import load_file
+
+        return dict(load_file(str(path)))
+    from .formats.torch_bin import load_state_dict
+
+    return {name: tensor.clone() for name, tensor in load_state_dict(path).items()}
+
+
+def _save(tensors: dict[str, Any], destination: Path, fmt: str) -> int:
+    if fmt == "safetensors":
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(destination), metadata={"format": "pt"})
+    else:
+        from .formats.torch_bin import write_state_dict
+
+        write_state_dict(tensors, destination)
+    return sum(t.numel() * t.element_size() for t in tensors.values())
+
+
+def _drop_shared(tensors: dict[str, Any]) -> dict[str, Any]:
+    """safetensors refuses tensors sharing memory: keep the first name of each group (the input embedding comes
+    first in a state dict; transformers re-ties the others on load)."""
+    seen: set[tuple[int, int, tuple[int, ...]]] = set()
+    kept = {}
+    for name, tensor in tensors.items():
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+        if tensor.numel() and key in seen:
+            continue
+        seen.add(key)
+        kept[name] = tensor
+    return kept
