@@ -1,0 +1,261 @@
+"""Apply one recipe to many checkpoint directories, in parallel processes, each failure isolated.
+
+A recipe is a TOML (or YAML) file; each directory gets its own plan, applied with the same atomic writer as the
+single commands, so a failing directory leaves no output. A directory whose output already records the same
+recipe hash and source fingerprints is skipped: re-running a batch rewrites nothing.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from .errors import CheckpointNotFoundError, OutputExistsError, RecipeError, VocabSurgeonError
+from .plan import INITS, hash_document
+
+Status = Literal["ok", "skipped", "failed", "planned"]
+
+_KEYS: dict[str, tuple[type, ...]] = {
+    "tokens": (list,),
+    "special_tokens": (list,),
+    "tokens_file": (str,),
+    "special_tokens_file": (str,),
+    "strategy": (str,),
+    "init": (str,),
+    "pad_to_multiple_of": (int,),
+    "weights_format": (str,),
+}
+_CHOICES = {
+    "strategy": ("remap", "append", "auto"),
+    "init": INITS,
+    "weights_format": ("safetensors", "pytorch"),
+}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    tokens: tuple[str, ...] = ()
+    special_tokens: tuple[str, ...] = ()
+    strategy: Literal["remap", "append", "auto"] = "auto"
+    init: str | None = None
+    pad_to_multiple_of: int | None = None
+    weights_format: str | None = None
+
+    @property
+    def hash(self) -> str:
+        return hash_document(asdict(self))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One directory's result: the record of ``--json``."""
+
+    model: str
+    output: str
+    status: Status
+    tokens_placed: int = 0
+    slots_used: int = 0
+    rows_added: int = 0
+    seconds: float = 0.0
+    reason: str = ""
+
+
+def read_recipe(path: str | os.PathLike[str]) -> Recipe:
+    """Parse and check a recipe; unknown keys and wrong types name the key and its line."""
+    recipe_path = Path(path)
+    if not recipe_path.is_file():
+        raise CheckpointNotFoundError("recipe file does not exist", path=recipe_path)
+    text = recipe_path.read_text(encoding="utf-8")
+    data = _parse(text, recipe_path)
+    for key, value in data.items():
+        line = _line_of(text, key)
+        if key not in _KEYS:
+            raise RecipeError(f"line {line}: unknown key {key!r} (known: {', '.join(_KEYS)})", path=recipe_path)
+        if not isinstance(value, _KEYS[key]) or isinstance(value, bool):
+            expected = " or ".join(t.__name__ for t in _KEYS[key])
+            raise RecipeError(f"line {line}: {key} must be a {expected}, not {type(value).__name__}", path=recipe_path)
+        if key in _CHOICES and value not in _CHOICES[key]:
+            raise RecipeError(f"line {line}: {key} must be one of {', '.join(_CHOICES[key])}", path=recipe_path)
+        if key in ("tokens", "special_tokens") and not all(isinstance(v, str) for v in value):
+            raise RecipeError(f"line {line}: {key} must be a list of strings", path=recipe_path)
+    tokens = list(data.get("tokens", []))
+    special = list(data.get("special_tokens", []))
+    for key, target in (("tokens_file", tokens), ("special_tokens_file", special)):
+        if key in data:
+            from .planner import parse_tokens_file
+
+            file = (recipe_path.parent / data[key]).resolve()
+            if not file.is_file():
+                raise RecipeError(f"line {_line_of(text, key)}: {key} {data[key]!r} does not exist", path=recipe_path)
+            target += [r.text for r in parse_tokens_file(file.read_text(encoding="utf-8"), path=str(file))]
+    if not tokens and not special:
+        raise RecipeError("no tokens: give tokens, special_tokens, tokens_file or special_tokens_file", path=recipe_path)
+    return Recipe(
+        tokens=tuple(tokens),
+        special_tokens=tuple(special),
+        strategy=data.get("strategy", "auto"),
+        init=data.get("init"),
+        pad_to_multiple_of=data.get("pad_to_multiple_of"),
+        weights_format=data.get("weights_format"),
+    )
+
+
+def _parse(text: str, path: Path) -> dict[str, Any]:
+    if path.suffix in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise RecipeError("YAML recipes need PyYAML (pip install pyyaml); TOML needs nothing", path=path) from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise RecipeError(f"not valid YAML: {error}".replace("\n", " "), path=path) from None
+    else:
+        if sys.version_info >= (3, 11):
+            import tomllib
+        else:  # pragma: no cover
+            import tomli as tomllib
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as error:
+            raise RecipeError(f"not valid TOML: {error}", path=path) from None
+    if not isinstance(data, dict):
+        raise RecipeError("expected a table of keys", path=path)
+    return data
+
+
+def _line_of(text: str, key: str) -> int:
+    for number, line in enumerate(text.splitlines(), start=1):
+        if re.match(rf"\s*{re.escape(key)}\s*[=:]", line):
+            return number
+    return 0
+
+
+def expand_models(arguments: Sequence[str]) -> list[Path]:
+    """Globs and ``@list.txt`` files (one directory per line) to directories, in order, without repeats."""
+    found: list[Path] = []
+    for argument in arguments:
+        if argument.startswith("@"):
+            listing = Path(argument[1:])
+            if not listing.is_file():
+                raise CheckpointNotFoundError("directory list does not exist", path=listing)
+            lines = [line.strip() for line in listing.read_text(encoding="utf-8").splitlines()]
+            found += [Path(line) for line in lines if line and not line.startswith("#")]
+        elif glob.has_magic(argument):
+            matches = sorted(Path(p) for p in glob.glob(argument) if Path(p).is_dir())
+            if not matches:
+                raise CheckpointNotFoundError("the pattern matches no directory", path=argument)
+            found += matches
+        else:
+            found.append(Path(argument))
+    return list(dict.fromkeys(found))
+
+
+def outputs_for(models: Sequence[Path], out_root: Path) -> dict[Path, Path]:
+    """``out_root/<directory name>`` for each model; two models with one name is an error before any write."""
+    outputs: dict[Path, Path] = {}
+    names: dict[str, Path] = {}
+    for model in models:
+        name = model.resolve().name if model.name in ("", ".", "..") else model.name
+        if name in names:
+            raise OutputExistsError(
+                f"{names[name]} and {model} would both be written to {out_root / name}", path=out_root,
+                hint="rename one of them or run two batches",
+            )
+        names[name] = model
+        outputs[model] = out_root / name
+    return outputs
+
+
+def run_one(model: str, output: str, recipe: Recipe, dry_run: bool) -> Outcome:
+    """Plan and apply the recipe to one directory; every error becomes a failed Outcome (never raised)."""
+    start = time.perf_counter()
+    try:
+        return _run_one(Path(model), Path(output), recipe, dry_run, start)
+    except VocabSurgeonError as error:
+        return Outcome(model, output, "failed", seconds=time.perf_counter() - start, reason=str(error))
+    except Exception as error:  # isolate a bug to its directory too
+        reason = f"internal error: {type(error).__name__}: {error}"
+        return Outcome(model, output, "failed", seconds=time.perf_counter() - start, reason=reason)
+
+
+def _run_one(model: Path, output: Path, recipe: Recipe, dry_run: bool, start: float) -> Outcome:
+    from .apply import apply_plan, source_fingerprints
+    from .audit import audit
+    from .inventory import MANIFEST, read_inventory
+    from .planner import Options, TokenRequest, plan_surgery
+    from .verify import check_or_raise
+
+    inventory = read_inventory(model)
+    report = audit(inventory)
+    if not report.ok:
+        first = next(f for f in report.findings if f.severity == "error")
+        raise VocabSurgeonError(f"inconsistent checkpoint ({first.code}: {first.message})", path=model)
+    fingerprints = source_fingerprints(inventory)
+    force = False
+    if output.exists():
+        manifest_path = output / MANIFEST
+        if not manifest_path.is_file():
+            raise OutputExistsError("exists and was not written by vocabsurgeon", path=output)
+        from .formats.json_file import read_json_object
+
+        manifest, _ = read_json_object(manifest_path)
+        if manifest.get("recipe_hash") == recipe.hash and manifest.get("source_files") == fingerprints:
+            return Outcome(str(model), str(output), "skipped", seconds=time.perf_counter() - start,
+                           reason="up to date")
+        force = True
+    requests = [TokenRequest(t) for t in recipe.tokens] + [TokenRequest(t, special=True) for t in recipe.special_tokens]
+    options = Options(init=recipe.init, pad_to_multiple_of=recipe.pad_to_multiple_of,  # type: ignore[arg-type]
+                      weights_format=recipe.weights_format)  # type: ignore[arg-type]
+    plan = plan_surgery(inventory, requests, recipe.strategy, options)
+    outcome = Outcome(
+        str(model),
+        str(output),
+        "planned" if dry_run else "ok",
+        tokens_placed=len(plan.placements),
+        slots_used=sum(1 for p in plan.placements if p.slot != "new"),
+        rows_added=(plan.rows_after or 0) - (plan.rows_before or 0),
+    )
+    if not dry_run:
+        apply_plan(
+            inventory, plan, output, force=force,
+            verify=lambda out, source, _plan: check_or_raise(out, source),
+            extra_manifest={"recipe_hash": recipe.hash},
+        )
+    return Outcome(**{**asdict(outcome), "seconds": time.perf_counter() - start})
+
+
+def run_batch(
+    recipe: Recipe,
+    models: Sequence[Path],
+    out_root: Path,
+    *,
+    jobs: int | None = None,
+    dry_run: bool = False,
+    on_done: Callable[[Outcome], None] | None = None,
+) -> list[Outcome]:
+    """Run every directory (in ``jobs`` processes); outcomes in the order of ``models``."""
+    outputs = outputs_for(models, out_root)
+    jobs = max(1, min(jobs or os.cpu_count() or 1, len(models)))
+    results: dict[Path, Outcome] = {}
+    if jobs == 1:
+        for model in models:
+            results[model] = run_one(str(model), str(outputs[model]), recipe, dry_run)
+            if on_done:
+                on_done(results[model])
+    else:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            futures = {pool.submit(run_one, str(m), str(outputs[m]), recipe, dry_run): m for m in models}
+            for future in as_completed(futures):
+                results[futures[future]] = future.result()
+                if on_done:
+                    on_done(results[futures[future]])
+    return [results[model] for model in models]
