@@ -172,17 +172,19 @@ def check_tokenizer_files(inventory: Inventory) -> Iterator[Finding]:
             yield Finding("error", "special-token-missing", f"{role} {token!r} is not in the vocabulary")
     for token in vocabulary.additional_special_tokens:
         if token not in known:
-            yield Finding("error", "special-token-missing", f"additional special token {token!r} is not in the vocabulary")
+            yield Finding(
+                "error", "special-token-missing", f"additional special token {token!r} is not in the vocabulary"
+            )
     yield from _check_added_tokens_decoder(inventory, vocabulary)
     config = inventory.tokenizer_config or {}
-    if isinstance(config.get("extra_special_tokens"), list) and config["extra_special_tokens"]:
-        if not config.get("additional_special_tokens"):
-            yield Finding(
-                "warning",
-                "extra-special-tokens-list",
-                "tokenizer_config.json lists extra_special_tokens (transformers 5 format) without"
-                " additional_special_tokens: transformers 4.x loses these special tokens, and 4.47-4.57 fail to load",
-            )
+    extra = config.get("extra_special_tokens")
+    if isinstance(extra, list) and extra and not config.get("additional_special_tokens"):
+        yield Finding(
+            "warning",
+            "extra-special-tokens-list",
+            "tokenizer_config.json lists extra_special_tokens (transformers 5 format) without"
+            " additional_special_tokens: transformers 4.x loses these special tokens, and 4.47-4.57 fail to load",
+        )
 
 
 def _check_vocab_txt(vocabulary: Vocabulary, has_tokenizer_json: bool) -> Iterator[Finding]:

@@ -45,7 +45,9 @@ def load_backend(inventory: Inventory) -> Backend:
         try:
             tokenizer = Tokenizer.from_str(json.dumps(inventory.tokenizer_json))
         except Exception as error:  # the library raises a bare Exception for malformed documents
-            raise CheckpointFormatError(f"the tokenizers library cannot load it: {error}", path=inventory.root / "tokenizer.json") from None
+            raise CheckpointFormatError(
+                f"the tokenizers library cannot load it: {error}", path=inventory.root / "tokenizer.json"
+            ) from None
         model = inventory.tokenizer_json.get("model", {})
         prefix = model.get("continuing_subword_prefix") if model.get("type") == "WordPiece" else None
         return Backend(tokenizer, prefix)

@@ -84,7 +84,7 @@ def read_recipe(path: str | os.PathLike[str]) -> Recipe:
             raise RecipeError(f"line {line}: {key} must be a {expected}, not {type(value).__name__}", path=recipe_path)
         if key in _CHOICES and value not in _CHOICES[key]:
             raise RecipeError(f"line {line}: {key} must be one of {', '.join(_CHOICES[key])}", path=recipe_path)
-        if key in ("tokens", "special_tokens") and not all(isinstance(v, str) for v in value):
+        if isinstance(value, list) and not all(isinstance(v, str) for v in value):
             raise RecipeError(f"line {line}: {key} must be a list of strings", path=recipe_path)
     tokens = list(data.get("tokens", []))
     special = list(data.get("special_tokens", []))
@@ -97,7 +97,9 @@ def read_recipe(path: str | os.PathLike[str]) -> Recipe:
                 raise RecipeError(f"line {_line_of(text, key)}: {key} {data[key]!r} does not exist", path=recipe_path)
             target += [r.text for r in parse_tokens_file(file.read_text(encoding="utf-8"), path=str(file))]
     if not tokens and not special:
-        raise RecipeError("no tokens: give tokens, special_tokens, tokens_file or special_tokens_file", path=recipe_path)
+        raise RecipeError(
+            "no tokens: give tokens, special_tokens, tokens_file or special_tokens_file", path=recipe_path
+        )
     return Recipe(
         tokens=tuple(tokens),
         special_tokens=tuple(special),
@@ -167,7 +169,8 @@ def outputs_for(models: Sequence[Path], out_root: Path) -> dict[Path, Path]:
         name = model.resolve().name if model.name in ("", ".", "..") else model.name
         if name in names:
             raise OutputExistsError(
-                f"{names[name]} and {model} would both be written to {out_root / name}", path=out_root,
+                f"{names[name]} and {model} would both be written to {out_root / name}",
+                path=out_root,
                 hint="rename one of them or run two batches",
             )
         names[name] = model
@@ -209,12 +212,14 @@ def _run_one(model: Path, output: Path, recipe: Recipe, dry_run: bool, start: fl
 
         manifest, _ = read_json_object(manifest_path)
         if manifest.get("recipe_hash") == recipe.hash and manifest.get("source_files") == fingerprints:
-            return Outcome(str(model), str(output), "skipped", seconds=time.perf_counter() - start,
-                           reason="up to date")
+            return Outcome(str(model), str(output), "skipped", seconds=time.perf_counter() - start, reason="up to date")
         force = True
     requests = [TokenRequest(t) for t in recipe.tokens] + [TokenRequest(t, special=True) for t in recipe.special_tokens]
-    options = Options(init=recipe.init, pad_to_multiple_of=recipe.pad_to_multiple_of,  # type: ignore[arg-type]
-                      weights_format=recipe.weights_format)  # type: ignore[arg-type]
+    options = Options(
+        init=recipe.init,  # type: ignore[arg-type]  # checked against INITS by read_recipe
+        pad_to_multiple_of=recipe.pad_to_multiple_of,
+        weights_format=recipe.weights_format,  # type: ignore[arg-type]  # checked by read_recipe
+    )
     plan = plan_surgery(inventory, requests, recipe.strategy, options)
     outcome = Outcome(
         str(model),
@@ -226,7 +231,10 @@ def _run_one(model: Path, output: Path, recipe: Recipe, dry_run: bool, start: fl
     )
     if not dry_run:
         apply_plan(
-            inventory, plan, output, force=force,
+            inventory,
+            plan,
+            output,
+            force=force,
             verify=lambda out, source, _plan: check_or_raise(out, source),
             extra_manifest={"recipe_hash": recipe.hash},
         )

@@ -51,7 +51,9 @@ def parse_tokens_file(text: str, *, path: str, special: bool = False) -> list[To
             try:
                 pinned = int(slot.strip())
             except ValueError:
-                raise TokenRequestError(f"line {number}: slot {slot.strip()!r} is not an integer id", path=path) from None
+                raise TokenRequestError(
+                    f"line {number}: slot {slot.strip()!r} is not an integer id", path=path
+                ) from None
         requests.append(TokenRequest(token, special, pinned))
     return requests
 
@@ -131,7 +133,9 @@ def plan_resize(inventory: Inventory, to: int | None = None, options: Options = 
     vocabulary = require_tokenizer(inventory)
     rows = embedding_rows(inventory)
     if rows is None:
-        raise UnsupportedCheckpointError("no input embedding found in the weights; nothing to resize", path=inventory.root)
+        raise UnsupportedCheckpointError(
+            "no input embedding found in the weights; nothing to resize", path=inventory.root
+        )
     target = _round_up(to if to is not None else vocabulary.max_id + 1, options.pad_to_multiple_of)
     if target < rows:
         raise TokenRequestError(
@@ -183,7 +187,10 @@ def _check_requests(requests: Sequence[TokenRequest]) -> None:
     for request in requests:
         if not request.text or not request.text.strip():
             raise TokenRequestError(f"empty or whitespace-only token {request.text!r}")
-        if any(unicodedata.category(ch) in {"Cc", "Cs"} and ch not in "\t" for ch in request.text) or "\n" in request.text:
+        if (
+            any(unicodedata.category(ch) in {"Cc", "Cs"} and ch not in "\t" for ch in request.text)
+            or "\n" in request.text
+        ):
             raise TokenRequestError(f"token {request.text!r} contains a control character")
         counts[request.text] = counts.get(request.text, 0) + 1
     duplicated = [text for text, count in counts.items() if count > 1]

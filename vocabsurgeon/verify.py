@@ -37,7 +37,9 @@ class Check:
     detail: str = ""
 
 
-def verify_checkpoint(out: str | Path, against: str | Path | Inventory | None = None, *, slow: bool = True) -> list[Check]:
+def verify_checkpoint(
+    out: str | Path, against: str | Path | Inventory | None = None, *, slow: bool = True
+) -> list[Check]:
     """Every check, passed or not. ``against`` is the source checkpoint (directory or Inventory)."""
     output = read_inventory(out)
     source = against if isinstance(against, Inventory) or against is None else read_inventory(against)
@@ -119,7 +121,9 @@ def _check_new_tokens(label: str, tokenizer: Any, tokens: list[dict[str, Any]]) 
     yield Check(f"{label}: each new token is one id", not wrong, detail or f"{len(tokens)} tokens")
 
 
-def _check_same_encoding(label: str, tokenizer: Any, source: Inventory, tokens: list[dict[str, Any]]) -> Iterator[Check]:
+def _check_same_encoding(
+    label: str, tokenizer: Any, source: Inventory, tokens: list[dict[str, Any]]
+) -> Iterator[Check]:
     from .backend import load_backend
 
     backend = load_backend(source)

@@ -59,9 +59,10 @@ def find_input_embedding(specs: Mapping[str, TensorSpec]) -> TensorSpec | None:
     """The input embedding: the first name (by suffix priority) outside the layer stack that is 2-D."""
     for suffix in INPUT_EMBEDDING_SUFFIXES:
         for name, spec in specs.items():
-            if (name == suffix or name.endswith("." + suffix)) and len(spec.shape) == 2:
-                if not _LAYER_STACK.search(name) and "position" not in name and "token_type" not in name:
-                    return spec
+            named = name == suffix or name.endswith("." + suffix)
+            outside = not _LAYER_STACK.search(name) and "position" not in name and "token_type" not in name
+            if named and outside and len(spec.shape) == 2:
+                return spec
     return None
 
 

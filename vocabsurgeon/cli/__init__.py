@@ -61,8 +61,8 @@ def run() -> None:  # pragma: no cover - console entry point
     main(prog_name="vocabsurgeon")
 
 
-from . import inspect as _inspect  # noqa: E402,F401  (registers the commands)
 from . import batch as _batch  # noqa: E402,F401
+from . import inspect as _inspect  # noqa: E402,F401  (registers the commands)
 from . import surgery as _surgery  # noqa: E402,F401
 
 __all__ = ["main", "sys"]

@@ -16,14 +16,19 @@ from .output import emit_json, json_option, table
 @main.command()
 @click.argument("recipe", type=click.Path(path_type=Path))
 @click.argument("models", nargs=-1, required=True)
-@click.option("--out-root", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Each output goes to OUT_ROOT/<directory name>.")
+@click.option(
+    "--out-root",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Each output goes to OUT_ROOT/<directory name>.",
+)
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=None, help="Parallel processes (default: CPUs).")
 @click.option("--dry-run", is_flag=True, help="Plan every directory and write nothing.")
 @click.option("-q", "--quiet", is_flag=True, help="No per-directory progress.")
 @json_option
-def batch(recipe: Path, models: tuple[str, ...], out_root: Path, jobs: int | None, dry_run: bool, quiet: bool,
-          as_json: bool) -> None:
+def batch(
+    recipe: Path, models: tuple[str, ...], out_root: Path, jobs: int | None, dry_run: bool, quiet: bool, as_json: bool
+) -> None:
     """Apply RECIPE to every MODEL directory, in parallel, failures isolated.
 
     RECIPE is a TOML (or YAML) file with tokens, special_tokens, tokens_file, special_tokens_file,
@@ -54,13 +59,27 @@ def batch(recipe: Path, models: tuple[str, ...], out_root: Path, jobs: int | Non
     outcomes = run_batch(parsed, directories, out_root, jobs=jobs, dry_run=dry_run, on_done=report)
     failed = [o for o in outcomes if o.status == "failed"]
     if as_json:
-        emit_json({"recipe": str(recipe), "dry_run": dry_run, "failed": len(failed),
-                   "results": [asdict(o) for o in outcomes]})
+        emit_json(
+            {"recipe": str(recipe), "dry_run": dry_run, "failed": len(failed), "results": [asdict(o) for o in outcomes]}
+        )
     else:
-        rows = [(Path(o.model).name, o.status, o.tokens_placed, o.slots_used, o.rows_added, f"{o.seconds:.1f}",
-                 o.reason if o.status == "failed" else "") for o in outcomes]
-        click.echo(table(("directory", "status", "tokens", "slots", "rows added", "seconds", "reason"), rows,
-                         right=(2, 3, 4, 5)))
+        rows = [
+            (
+                Path(o.model).name,
+                o.status,
+                o.tokens_placed,
+                o.slots_used,
+                o.rows_added,
+                f"{o.seconds:.1f}",
+                o.reason if o.status == "failed" else "",
+            )
+            for o in outcomes
+        ]
+        click.echo(
+            table(
+                ("directory", "status", "tokens", "slots", "rows added", "seconds", "reason"), rows, right=(2, 3, 4, 5)
+            )
+        )
         counts = {s: sum(1 for o in outcomes if o.status == s) for s in ("ok", "skipped", "planned", "failed")}
         summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
         click.echo(f"\n{len(outcomes)} directories: {summary}" + (" (dry run: nothing written)" if dry_run else ""))

@@ -89,15 +89,15 @@ def audit_command(models: tuple[str, ...], as_json: bool, strict: bool) -> None:
         emit_json(
             {
                 "models": [report.to_json() for report in reports]
-                + [{"model": model, "ok": False, "unreadable": str(error)} for model, error in failures],
+                + [{"model": model, "ok": False, "unreadable": str(failure)} for model, failure in failures],
                 "failed": bad,
             }
         )
     else:
         for report in reports:
             click.echo(render_audit(report))
-        for model, error in failures:
-            click.echo(f"{model}: unreadable: {error}", err=True)
+        for model, failure in failures:
+            click.echo(f"{model}: unreadable: {failure}", err=True)
         if len(models) > 1:
             click.echo(f"\n{len(models)} checkpoints: {len(models) - bad} ok, {bad} with errors")
     if bad:

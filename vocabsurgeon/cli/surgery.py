@@ -169,8 +169,9 @@ def resize(model: str, to: str, **kwargs: Any) -> None:
 
 def _surgery(model: str, operation: Operation, **kw: Any) -> None:
     inventory = read_inventory(model)
-    options = Options(init=kw.get("init"), pad_to_multiple_of=kw.get("pad_to_multiple_of"),
-                      weights_format=kw.get("weights_format"))
+    options = Options(
+        init=kw.get("init"), pad_to_multiple_of=kw.get("pad_to_multiple_of"), weights_format=kw.get("weights_format")
+    )
     if operation == "resize":
         plan = plan_resize(inventory, kw.get("resize_to"), options)
     else:
