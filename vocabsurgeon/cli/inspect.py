@@ -6,7 +6,7 @@ import click
 
 from ..audit import AuditReport, audit
 from ..errors import VocabSurgeonError
-from ..inventory import read_inventory
+from ..inventory import read_inventory, require_tokenizer
 from ..slots import SlotReport, compress_ranges, find_slots
 from . import main
 from .output import emit_json, json_option, table
@@ -79,7 +79,9 @@ def audit_command(models: tuple[str, ...], as_json: bool, strict: bool) -> None:
     failures: list[tuple[str, VocabSurgeonError]] = []
     for model in models:
         try:
-            reports.append(audit(read_inventory(model)))
+            inventory = read_inventory(model)
+            require_tokenizer(inventory)  # no tokenizer at all is bad input, not a finding about one
+            reports.append(audit(inventory))
         except VocabSurgeonError as error:
             if len(models) == 1:
                 raise

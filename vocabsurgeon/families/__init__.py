@@ -56,7 +56,7 @@ def read_vocabulary(
         family = FAMILIES["WordPiece"]
         model_vocab = {}
         for idx, token in enumerate(vocab_txt):
-            model_vocab.setdefault(token, idx)  # BertTokenizer keeps the last duplicate; audit reports duplicates
+            model_vocab[token] = idx  # as BertTokenizer's load_vocab: the last duplicate wins (audit reports it)
         added = tuple(
             AddedToken(id=int(idx), content=str(token), special=False)
             for token, idx in sorted(added_tokens_json.items(), key=lambda item: item[1])
