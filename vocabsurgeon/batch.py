@@ -8,6 +8,7 @@ recipe hash and source fingerprints is skipped: re-running a batch rewrites noth
 from __future__ import annotations
 
 import glob
+import multiprocessing
 import os
 import re
 import sys
@@ -260,7 +261,9 @@ def run_batch(
             if on_done:
                 on_done(results[model])
     else:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
+        # spawn, not fork: a forked child inherits locks held by the parent's threads (tokenizers' and torch's
+        # thread pools, a caller's own) and can hang forever; spawned workers start clean.
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
             futures = {pool.submit(run_one, str(m), str(outputs[m]), recipe, dry_run): m for m in models}
             for future in as_completed(futures):
                 results[futures[future]] = future.result()

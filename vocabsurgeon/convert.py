@@ -38,7 +38,7 @@ def convert_weights(
     renamed = {
         source: single if count == 1 else pattern.format(i=i, n=count) for i, source in enumerate(weights.files, 1)
     }
-    total = 0
+    total = parameters = 0
     for source, destination in renamed.items():
         tensors = _load(inventory.path(source), weights.format)
         for name, edit in edits.items():
@@ -47,6 +47,7 @@ def convert_weights(
         if target == "safetensors":
             tensors = _drop_shared(tensors)
         total += _save(tensors, staging / destination, target)
+        parameters += sum(t.numel() for t in tensors.values())
         if progress is not None:
             progress((staging / destination).stat().st_size)
         yield destination, True
@@ -56,7 +57,10 @@ def convert_weights(
         style = JsonStyle(indent=2)
         if weights.index is not None:
             original, style = read_json_object(inventory.path(weights.index))
-            document = {**original, **document, "metadata": {**original.get("metadata", {}), "total_size": total}}
+            metadata = {**original.get("metadata", {}), "total_size": total}
+            if isinstance(metadata.get("total_parameters"), int):  # transformers 5 records it; rows were added
+                metadata["total_parameters"] = parameters
+            document = {**original, **document, "metadata": metadata}
         (staging / index_name).write_text(dump_json(document, style), encoding="utf-8")
         yield index_name, True
 

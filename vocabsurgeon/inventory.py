@@ -11,11 +11,12 @@ import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
 from .errors import CheckpointFormatError, CheckpointNotFoundError, UnsupportedCheckpointError
-from .formats.json_file import JsonStyle, read_json_object
+from .formats.json_file import JsonStyle, read_json_object, read_json_text
 from .formats.vocab_txt import read_vocab_txt
 from .formats.weights import TensorSpec
 
@@ -75,26 +76,26 @@ class Vocabulary:
     additional_special_tokens: tuple[str, ...]
     vocab_txt: tuple[str, ...] | None = None
 
-    @property
+    @cached_property
     def id_to_token(self) -> dict[int, str]:
         table = {idx: token for token, idx in self.model_vocab.items()}
         for token in self.added:
             table[token.id] = token.content
         return table
 
-    @property
+    @cached_property
     def token_to_id(self) -> dict[str, int]:
         table = dict(self.model_vocab)
         for token in self.added:
             table[token.content] = token.id
         return table
 
-    @property
+    @cached_property
     def size(self) -> int:
         """``len(tokenizer)``: the number of distinct ids."""
         return len(set(self.model_vocab.values()) | {token.id for token in self.added})
 
-    @property
+    @cached_property
     def max_id(self) -> int:
         ids = list(self.model_vocab.values()) + [token.id for token in self.added]
         return max(ids) if ids else -1
@@ -123,6 +124,7 @@ class Inventory:
     vocabulary: Vocabulary | None
     weights: tuple[WeightSet, ...]
     manifest: dict[str, Any] | None = field(compare=False)
+    texts: dict[str, str] = field(default_factory=dict, compare=False)  # the JSON files above, as read
 
     @property
     def primary_weights(self) -> WeightSet | None:
@@ -169,12 +171,13 @@ def read_inventory(model: str | os.PathLike[str]) -> Inventory:
     """Read everything but tensor data. Raises a VocabSurgeonError naming the file for any unreadable input."""
     root = resolve_model(model)
     files = tuple(sorted(_list_files(root)))
-    config, config_style = _read_optional_object(root, files, "config.json")
-    tokenizer_json, tokenizer_json_style = _read_optional_object(root, files, "tokenizer.json")
-    tokenizer_config, tokenizer_config_style = _read_optional_object(root, files, "tokenizer_config.json")
-    special_map, special_map_style = _read_optional_object(root, files, "special_tokens_map.json")
-    added_tokens_json, _ = _read_optional_object(root, files, "added_tokens.json")
-    manifest, _ = _read_optional_object(root, files, MANIFEST)
+    texts: dict[str, str] = {}
+    config, config_style = _read_optional_object(root, files, "config.json", texts)
+    tokenizer_json, tokenizer_json_style = _read_optional_object(root, files, "tokenizer.json", texts)
+    tokenizer_config, tokenizer_config_style = _read_optional_object(root, files, "tokenizer_config.json", texts)
+    special_map, special_map_style = _read_optional_object(root, files, "special_tokens_map.json", texts)
+    added_tokens_json, _ = _read_optional_object(root, files, "added_tokens.json", texts)
+    manifest, _ = _read_optional_object(root, files, MANIFEST, texts)
     vocab_txt = read_vocab_txt(root / "vocab.txt") if "vocab.txt" in files else None
 
     from .families import read_vocabulary
@@ -204,6 +207,7 @@ def read_inventory(model: str | os.PathLike[str]) -> Inventory:
         vocabulary=vocabulary,
         weights=tuple(_read_weight_sets(root, files)),
         manifest=manifest,
+        texts=texts,
     )
 
 
@@ -223,10 +227,16 @@ def _list_files(root: Path) -> Iterable[str]:
             yield (Path(directory) / name).relative_to(root).as_posix()
 
 
-def _read_optional_object(root: Path, files: tuple[str, ...], name: str) -> tuple[Any, JsonStyle | None]:
+def _read_optional_object(
+    root: Path, files: tuple[str, ...], name: str, texts: dict[str, str]
+) -> tuple[Any, JsonStyle | None]:
     if name not in files:
         return None, None
-    return read_json_object(root / name)
+    value, style, text = read_json_text(root / name)
+    if not isinstance(value, dict):
+        raise CheckpointFormatError(f"expected a JSON object, found {type(value).__name__}", path=root / name)
+    texts[name] = text
+    return value, style
 
 
 def _read_weight_sets(root: Path, files: tuple[str, ...]) -> Iterable[WeightSet]:

@@ -12,7 +12,7 @@ from .errors import NotEnoughSlotsError, TokenRequestError, UnsupportedCheckpoin
 from .families import Mode, family_named
 from .inventory import Inventory, require_tokenizer, taken_ids
 from .plan import Init, Operation, Placement, Plan, Skip, SlotSource, WeightsFormat
-from .slots import Slot, embedding_rows, find_slots, is_placeholder
+from .slots import Slot, embedding_rows, find_slots, placeholder_ids
 from .vocab_tensors import config_vocab_size
 
 
@@ -158,7 +158,7 @@ def _finish_plan(
     vocabulary = require_tokenizer(inventory)
     if rows_after is not None and rows_before is not None and rows_after > rows_before and options.init == "keep":
         raise TokenRequestError("--init keep needs existing rows, but this surgery adds rows; choose another --init")
-    untrained = {idx for idx, token in vocabulary.id_to_token.items() if is_placeholder(token)} | taken_ids(inventory)
+    untrained = set(placeholder_ids(vocabulary)) | taken_ids(inventory)
     if rows_before is not None:
         untrained |= set(range(vocabulary.max_id + 1, rows_before))
     config_rows = config_vocab_size(inventory.config)

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from .inventory import Inventory, require_tokenizer, taken_ids
+from .inventory import Inventory, Vocabulary, require_tokenizer, taken_ids
 from .vocab_tensors import config_vocab_size, find_input_embedding
 
 #: placeholder names across model families; a match anywhere in the vocabulary is a slot, contiguous or not.
@@ -54,8 +54,20 @@ class SlotReport:
         }
 
 
+_ANY_PLACEHOLDER = re.compile("|".join(f"(?:{pattern.pattern})" for pattern in PLACEHOLDER_PATTERNS))
+
+
 def is_placeholder(token: str) -> bool:
-    return any(pattern.fullmatch(token) for pattern in PLACEHOLDER_PATTERNS)
+    return _ANY_PLACEHOLDER.fullmatch(token) is not None
+
+
+def placeholder_ids(vocabulary: Vocabulary) -> list[int]:
+    """Ids of every placeholder, ascending. One regex pass over all tokens joined by newlines (placeholders
+    contain none) instead of a call per token: milliseconds for a 128k vocabulary."""
+    table = vocabulary.id_to_token
+    lines = "\n".join(token.replace("\n", " ") for token in table.values())
+    found = {match.group(0) for match in re.finditer(f"^(?:{_ANY_PLACEHOLDER.pattern})$", lines, re.MULTILINE)}
+    return sorted(idx for idx, token in table.items() if token in found)
 
 
 def embedding_rows(inventory: Inventory) -> int | None:
@@ -70,11 +82,8 @@ def find_slots(inventory: Inventory) -> SlotReport:
     """Every free slot, lowest id first. Ids an earlier surgery used (per its manifest) are not free."""
     vocabulary = require_tokenizer(inventory)
     taken = taken_ids(inventory)
-    slots = [
-        Slot(idx, token, "placeholder")
-        for idx, token in sorted(vocabulary.id_to_token.items())
-        if is_placeholder(token) and idx not in taken
-    ]
+    table = vocabulary.id_to_token
+    slots = [Slot(idx, table[idx], "placeholder") for idx in placeholder_ids(vocabulary) if idx not in taken]
     rows = embedding_rows(inventory)
     config_rows = config_vocab_size(inventory.config)
     capacity = rows if rows is not None else config_rows

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from .families import TokenizerDocs, family_named
+from .families import ModelEntry, TokenizerDocs, family_named
 from .inventory import Inventory
 from .plan import Placement, Plan
 
@@ -19,7 +19,7 @@ def docs_from_inventory(inventory: Inventory) -> TokenizerDocs:
     """Deep copies of every tokenizer document, so the inventory is never mutated."""
     vocabulary = inventory.vocabulary
     docs = TokenizerDocs(
-        tokenizer_json=copy.deepcopy(inventory.tokenizer_json),
+        tokenizer_json=_copy_tokenizer_json(inventory.tokenizer_json),
         tokenizer_config=copy.deepcopy(inventory.tokenizer_config),
         special_tokens_map=copy.deepcopy(inventory.special_tokens_map),
         added_tokens_json=copy.deepcopy(inventory.added_tokens_json),
@@ -32,24 +32,43 @@ def docs_from_inventory(inventory: Inventory) -> TokenizerDocs:
     return docs
 
 
+def _copy_tokenizer_json(document: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Copy only what placements edit (added_tokens, model.vocab): a deep copy of a 128k-token vocabulary with
+    its merges costs seconds, and the rest of the document is never mutated."""
+    if document is None:
+        return None
+    copied = dict(document)
+    copied["added_tokens"] = [dict(token) for token in document.get("added_tokens", [])]
+    model = document.get("model")
+    if isinstance(model, dict):
+        vocab = model.get("vocab")
+        copied["model"] = {**model, "vocab": copy.copy(vocab)}
+    return copied
+
+
 def apply_placements(docs: TokenizerDocs, plan: Plan, inventory: Inventory) -> None:
-    """Edit ``docs`` in place so that every placement's content has its id in every file."""
+    """Edit ``docs`` in place so that every placement's content has its id in every file.
+
+    A slot's placeholder in the model vocabulary is renamed, whatever the mode, so the id keeps a model entry; a new
+    id gets one only as a vocabulary entry: an appended added token lives in added_tokens alone, where every
+    tokenizers version (0.13 included) gives it the id model size + n. Each file is edited once for all placements.
+    """
     family = family_named(plan.family)
-    model_vocab = dict(inventory.vocabulary.model_vocab) if inventory.vocabulary else {}
+    model_vocab = inventory.vocabulary.model_vocab if inventory.vocabulary else {}
+    entries: list[ModelEntry] = []
+    in_model: dict[int, bool] = {}
     for placement in plan.placements:
-        # A slot's placeholder in the model vocabulary is renamed, whatever the mode, so the id keeps a model
-        # entry; a new id gets one only as a vocabulary entry: an appended added token lives in added_tokens alone,
-        # where every tokenizers version (0.13 included) gives it the id model size + n.
-        in_model = placement.replaces is not None and model_vocab.get(placement.replaces) == placement.id
-        if placement.mode == "vocab" or in_model:
-            family.set_model_entry(docs, placement.id, placement.content, placement.replaces if in_model else None)
-            if in_model:
-                del model_vocab[placement.replaces]  # type: ignore[arg-type]
-            model_vocab[placement.content] = placement.id
-        _set_added_token(docs, placement, in_model=in_model or placement.mode == "vocab")
+        renamed = placement.replaces is not None and model_vocab.get(placement.replaces) == placement.id
+        if placement.mode == "vocab" or renamed:
+            entries.append(ModelEntry(placement.id, placement.content, placement.replaces if renamed else None))
+        in_model[placement.id] = renamed or placement.mode == "vocab"
+    if entries:
+        family.set_model_entries(docs, entries)
+    _set_added_tokens(docs, plan.placements, in_model)
+    for placement in plan.placements:
         if placement.mode == "special":
             _add_special(docs, placement.content)
-        elif placement.mode == "added" and in_model and family.can_hold_whole_word():
+        elif placement.mode == "added" and in_model[placement.id] and family.can_hold_whole_word():
             _add_never_split(docs, placement.content)
 
 
@@ -67,31 +86,33 @@ def added_entry(placement: Placement) -> dict[str, Any]:
     }
 
 
-def _set_added_token(docs: TokenizerDocs, placement: Placement, *, in_model: bool) -> None:
-    wanted = placement.mode in ("added", "special")
+def _set_added_tokens(docs: TokenizerDocs, placements: tuple[Placement, ...], in_model: dict[int, bool]) -> None:
+    ids = {p.id for p in placements}
+    wanted = [p for p in placements if p.mode in ("added", "special")]
     if docs.tokenizer_json is not None:
-        tokens = [t for t in docs.tokenizer_json.get("added_tokens", []) if t.get("id") != placement.id]
-        if wanted:
+        existing = docs.tokenizer_json.get("added_tokens", [])
+        template = next(iter(existing), None)
+        new = []
+        for placement in wanted:
             entry = added_entry(placement)
-            template = next(iter(docs.tokenizer_json.get("added_tokens", [])), None)
             if template is not None:  # follow the file's own key order
                 entry = {key: entry[key] for key in template if key in entry} | entry
-            tokens.append(entry)
-            tokens.sort(key=lambda t: t["id"])
-        docs.tokenizer_json["added_tokens"] = tokens
+            new.append(entry)
+        tokens = [t for t in existing if t.get("id") not in ids] + new
+        docs.tokenizer_json["added_tokens"] = sorted(tokens, key=lambda t: t["id"])
     decoder = (docs.tokenizer_config or {}).get("added_tokens_decoder")
     if isinstance(decoder, dict):
-        kept = {key: value for key, value in decoder.items() if int(key) != placement.id}
-        if wanted:
-            entry = {k: v for k, v in added_entry(placement).items() if k != "id"}
-            kept[str(placement.id)] = entry
+        kept = {key: value for key, value in decoder.items() if int(key) not in ids}
+        for placement in wanted:
+            kept[str(placement.id)] = {k: v for k, v in added_entry(placement).items() if k != "id"}
         docs.tokenizer_config["added_tokens_decoder"] = dict(sorted(kept.items(), key=lambda item: int(item[0])))  # type: ignore[index]
     # transformers 4.x's slow tokenizers learn tokens past vocab.txt from added_tokens.json only
-    if docs.added_tokens_json is None and wanted and not in_model and docs.vocab_txt is not None:
+    outside = [p for p in wanted if not in_model[p.id]]
+    if docs.added_tokens_json is None and outside and docs.vocab_txt is not None:
         docs.added_tokens_json = {}
     if docs.added_tokens_json is not None:
-        docs.added_tokens_json = {k: v for k, v in docs.added_tokens_json.items() if v != placement.id}
-        if wanted and not in_model:
+        docs.added_tokens_json = {k: v for k, v in docs.added_tokens_json.items() if v not in ids}
+        for placement in outside:
             docs.added_tokens_json[placement.content] = placement.id
 
 

@@ -6,14 +6,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CheckpointFormatError, UnsupportedCheckpointError
-from .base import Family, Mode, TokenizerDocs
+from .base import Family, Mode, ModelEntry, TokenizerDocs
 from .bpe import BPE
 from .unigram import Unigram
 from .wordpiece import WordPiece
 
 FAMILIES: dict[str, Family] = {family.model_type: family for family in (WordPiece(), BPE(), Unigram())}
 
-__all__ = ["FAMILIES", "Family", "Mode", "TokenizerDocs", "family_named", "read_vocabulary"]
+__all__ = ["FAMILIES", "Family", "Mode", "ModelEntry", "TokenizerDocs", "family_named", "read_vocabulary"]
 
 
 def family_named(name: str) -> Family:

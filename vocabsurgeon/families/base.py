@@ -8,6 +8,15 @@ from typing import Any, ClassVar, Literal
 Mode = Literal["vocab", "added", "special"]
 
 
+@dataclass(frozen=True)
+class ModelEntry:
+    """A model-vocabulary entry to write: ``token`` at ``id``, renaming ``replaces`` (a placeholder) if given."""
+
+    id: int
+    token: str
+    replaces: str | None = None
+
+
 @dataclass
 class TokenizerDocs:
     """Mutable working copies of the tokenizer files, edited in place by apply and the families."""
@@ -41,17 +50,24 @@ class Family:
         """Whether a word the pre-tokenizer keeps whole is matched whole once it is a vocabulary entry."""
         return False
 
-    def set_model_entry(self, docs: TokenizerDocs, token_id: int, token: str, replaces: str | None) -> None:
-        """Make ``token`` the model-vocabulary entry with ``token_id``, replacing ``replaces`` if given."""
+    def set_model_entries(self, docs: TokenizerDocs, entries: list[ModelEntry]) -> None:
+        """Write ``entries`` into the model vocabulary (a renamed entry keeps its position)."""
         if docs.tokenizer_json is not None:
             vocab = docs.tokenizer_json["model"]["vocab"]
-            docs.tokenizer_json["model"]["vocab"] = replace_key(vocab, replaces, token, token_id)
+            docs.tokenizer_json["model"]["vocab"] = replace_keys(vocab, entries)
 
 
-def replace_key(mapping: dict[str, int], old: str | None, new: str, value: int) -> dict[str, int]:
-    """A copy of ``mapping`` with ``old`` renamed to ``new`` in place (same position), or ``new`` appended."""
-    if old is None or old not in mapping:
-        out = dict(mapping)
-        out[new] = value
-        return out
-    return {(new if key == old else key): (value if key == old else idx) for key, idx in mapping.items()}
+def replace_keys(mapping: dict[str, int], entries: list[ModelEntry]) -> dict[str, int]:
+    """A copy of ``mapping`` with each entry's placeholder renamed in place, other entries appended, in one pass."""
+    renames = {e.replaces: e for e in entries if e.replaces is not None and e.replaces in mapping}
+    out = {}
+    for key, idx in mapping.items():
+        entry = renames.get(key)
+        if entry is None:
+            out[key] = idx
+        else:
+            out[entry.token] = entry.id
+    for entry in entries:
+        if entry.replaces not in renames:
+            out[entry.token] = entry.id
+    return out

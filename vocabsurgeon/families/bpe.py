@@ -3,7 +3,7 @@ tokens are always added tokens; vocab.json is kept in step where the checkpoint 
 
 from __future__ import annotations
 
-from .base import Family, TokenizerDocs, replace_key
+from .base import Family, ModelEntry, TokenizerDocs, replace_keys
 
 
 class BPE(Family):
@@ -11,7 +11,7 @@ class BPE(Family):
     model_type = "BPE"
     side_files = ("vocab.json",)
 
-    def set_model_entry(self, docs: TokenizerDocs, token_id: int, token: str, replaces: str | None) -> None:
-        super().set_model_entry(docs, token_id, token, replaces)
+    def set_model_entries(self, docs: TokenizerDocs, entries: list[ModelEntry]) -> None:
+        super().set_model_entries(docs, entries)
         if "vocab.json" in docs.side:
-            docs.side["vocab.json"] = replace_key(docs.side["vocab.json"], replaces, token, token_id)
+            docs.side["vocab.json"] = replace_keys(docs.side["vocab.json"], entries)

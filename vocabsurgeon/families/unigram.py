@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import Family, TokenizerDocs
+from .base import Family, ModelEntry, TokenizerDocs
 
 
 class Unigram(Family):
@@ -18,14 +18,17 @@ class Unigram(Family):
             raise ValueError("model.vocab is not a list of [piece, score]")
         return {str(entry[0]): idx for idx, entry in enumerate(vocab)}
 
-    def set_model_entry(self, docs: TokenizerDocs, token_id: int, token: str, replaces: str | None) -> None:
+    def set_model_entries(self, docs: TokenizerDocs, entries: list[ModelEntry]) -> None:
         if docs.tokenizer_json is None:
             return
-        vocab = docs.tokenizer_json["model"]["vocab"]
-        if token_id < len(vocab):
-            vocab[token_id] = [token, vocab[token_id][1]]
-        elif token_id == len(vocab):
-            # The lowest score of the vocabulary: the piece exists for the id, Viterbi will not prefer it.
-            vocab.append([token, min((entry[1] for entry in vocab), default=0.0)])
-        else:
-            raise ValueError(f"the Unigram vocabulary has {len(vocab)} pieces; id {token_id} would leave a gap")
+        vocab = list(docs.tokenizer_json["model"]["vocab"])
+        lowest = min((entry[1] for entry in vocab), default=0.0)
+        for entry in sorted(entries, key=lambda e: e.id):
+            if entry.id < len(vocab):
+                vocab[entry.id] = [entry.token, vocab[entry.id][1]]
+            elif entry.id == len(vocab):
+                # the lowest score of the vocabulary: the piece exists for the id, Viterbi will not prefer it
+                vocab.append([entry.token, lowest])
+            else:
+                raise ValueError(f"the Unigram vocabulary has {len(vocab)} pieces; id {entry.id} would leave a gap")
+        docs.tokenizer_json["model"]["vocab"] = vocab

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Family, TokenizerDocs
+from .base import Family, ModelEntry, TokenizerDocs
 
 
 class WordPiece(Family):
@@ -13,12 +13,14 @@ class WordPiece(Family):
     def can_hold_whole_word(self) -> bool:
         return True
 
-    def set_model_entry(self, docs: TokenizerDocs, token_id: int, token: str, replaces: str | None) -> None:
-        super().set_model_entry(docs, token_id, token, replaces)
-        if docs.vocab_txt is not None:
-            if token_id < len(docs.vocab_txt):
-                docs.vocab_txt[token_id] = token
-            elif token_id == len(docs.vocab_txt):
-                docs.vocab_txt.append(token)
+    def set_model_entries(self, docs: TokenizerDocs, entries: list[ModelEntry]) -> None:
+        super().set_model_entries(docs, entries)
+        if docs.vocab_txt is None:
+            return
+        for entry in sorted(entries, key=lambda e: e.id):
+            if entry.id < len(docs.vocab_txt):
+                docs.vocab_txt[entry.id] = entry.token
+            elif entry.id == len(docs.vocab_txt):
+                docs.vocab_txt.append(entry.token)
             else:
-                raise ValueError(f"vocab.txt has {len(docs.vocab_txt)} lines; id {token_id} would leave a gap")
+                raise ValueError(f"vocab.txt has {len(docs.vocab_txt)} lines; id {entry.id} would leave a gap")

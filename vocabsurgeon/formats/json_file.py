@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,10 +18,13 @@ class JsonStyle:
     indent: int | None = 2
     ensure_ascii: bool = False
     final_newline: bool = True
+    spaced: bool = False  # single-line files: json.dumps' default ", " and ": " rather than "," and ":"
 
     @property
     def separators(self) -> tuple[str, str]:
-        return (",", ":") if self.indent is None else (",", ": ")
+        if self.indent is None and not self.spaced:
+            return (",", ":")
+        return (", " if self.indent is None else ",", ": ")
 
 
 def parse_style(text: str) -> JsonStyle:
@@ -30,17 +34,90 @@ def parse_style(text: str) -> JsonStyle:
     lines = body.split("\n", 2)
     if len(lines) > 1:
         second = lines[1]
-        indent = len(second) - len(second.lstrip(" ")) or None
-        if indent is None and second.startswith("\t"):
+        indent = len(second) - len(second.lstrip(" "))  # 0: json.dumps(indent=0), newlines without indentation
+        if indent == 0 and second.startswith("\t"):
             indent = 2
     escaped = "\\u" in text and all(ord(ch) < 128 for ch in text)
-    return JsonStyle(indent=indent, ensure_ascii=escaped, final_newline=text.endswith("\n"))
+    first_key = re.search(r'"\s*(:\s?)', text)
+    spaced = indent is None and first_key is not None and first_key.group(1) == ": "
+    return JsonStyle(indent=indent, ensure_ascii=escaped, final_newline=text.endswith("\n"), spaced=spaced)
 
 
 def dump_json(value: Any, style: JsonStyle = JsonStyle()) -> str:
     """Serialize ``value`` in ``style`` (key order as given)."""
     text = json.dumps(value, indent=style.indent, ensure_ascii=style.ensure_ascii, separators=style.separators)
     return text + "\n" if style.final_newline else text
+
+
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+_DECODER = json.JSONDecoder()
+
+
+def patch_json(text: str, old: Any, new: Any, style: JsonStyle, *, levels: int = 3) -> str:
+    """``new`` serialized like ``text`` (the serialization of ``old``): every object member whose value did not
+    change keeps its original bytes, down to ``levels`` levels of nesting. A 9 MB tokenizer.json whose added_tokens
+    changed is rewritten in milliseconds, and a diff of the two files shows only the change."""
+    if old == new:
+        return text
+    start = _WHITESPACE.match(text).end()  # type: ignore[union-attr]
+    end = len(text.rstrip())  # text is a valid document: its value ends where trailing whitespace begins
+    try:
+        return text[:start] + _patch(text, start, end, old, new, style, 0, levels) + text[end:]
+    except (ValueError, KeyError, IndexError):  # text does not encode old as expected: serialize afresh
+        return dump_json(new, style)
+
+
+def _patch(text: str, start: int, end: int, old: Any, new: Any, style: JsonStyle, depth: int, levels: int) -> str:
+    if old == new:
+        return text[start:end]
+    if not (levels and isinstance(old, dict) and isinstance(new, dict) and list(old) == list(new)):
+        return _dump_at(new, style, depth)
+    spans = _member_spans(text, start)
+    if list(spans) != list(old):  # duplicate keys or a mismatch: do not guess
+        return _dump_at(new, style, depth)
+    pieces, cursor = [], start
+    for key, (value_start, value_end) in spans.items():
+        pieces.append(text[cursor:value_start])
+        pieces.append(_patch(text, value_start, value_end, old[key], new[key], style, depth + 1, levels - 1))
+        cursor = value_end
+    pieces.append(text[cursor:end])
+    return "".join(pieces)
+
+
+def _member_spans(text: str, start: int) -> dict[str, tuple[int, int]]:
+    """Where each member's value lies in the object starting at ``text[start] == "{"``."""
+    if text[start] != "{":
+        raise ValueError("not an object")
+    spans: dict[str, tuple[int, int]] = {}
+    pos = _WHITESPACE.match(text, start + 1).end()  # type: ignore[union-attr]
+    if text[pos] == "}":
+        return spans
+    while True:
+        if text[pos] != '"':
+            raise ValueError("expected a key")
+        key, pos = json.decoder.scanstring(text, pos + 1)  # type: ignore[attr-defined]
+        pos = _WHITESPACE.match(text, pos).end()  # type: ignore[union-attr]
+        if text[pos] != ":":
+            raise ValueError("expected ':'")
+        pos = _WHITESPACE.match(text, pos + 1).end()  # type: ignore[union-attr]
+        _, end = _DECODER.raw_decode(text, pos)
+        if key in spans:
+            raise ValueError("duplicate key")
+        spans[key] = (pos, end)
+        pos = _WHITESPACE.match(text, end).end()  # type: ignore[union-attr]
+        if text[pos] == "}":
+            return spans
+        if text[pos] != ",":
+            raise ValueError("expected ','")
+        pos = _WHITESPACE.match(text, pos + 1).end()  # type: ignore[union-attr]
+
+
+def _dump_at(value: Any, style: JsonStyle, depth: int) -> str:
+    """``value`` serialized as it would appear ``depth`` levels deep in a file of ``style``."""
+    text = json.dumps(value, indent=style.indent, ensure_ascii=style.ensure_ascii, separators=style.separators)
+    if style.indent:
+        text = text.replace("\n", "\n" + " " * (style.indent * depth))  # json.dumps escapes newlines in strings
+    return text
 
 
 def parse_json(text: str, path: str | Path) -> Any:
@@ -54,8 +131,14 @@ def parse_json(text: str, path: str | Path) -> Any:
 
 def read_json(path: str | Path) -> tuple[Any, JsonStyle]:
     """Read a JSON file; a missing or malformed file is a one-line error naming it."""
+    value, style, _ = read_json_text(path)
+    return value, style
+
+
+def read_json_text(path: str | Path) -> tuple[Any, JsonStyle, str]:
+    """Like read_json, also returning the text (for patch_json)."""
     text = read_text(path)
-    return parse_json(text, path), parse_style(text)
+    return parse_json(text, path), parse_style(text), text
 
 
 def read_json_object(path: str | Path) -> tuple[dict[str, Any], JsonStyle]:

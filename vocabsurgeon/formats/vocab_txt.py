@@ -9,10 +9,10 @@ from ..errors import CheckpointFormatError
 
 def parse_vocab_txt(text: str) -> list[str]:
     """Tokens in id order. Only ``\\n`` separates lines: a token may contain other Unicode line breaks."""
-    if text.endswith("\n"):
-        text = text[:-1]
     if not text:
         return []
+    if text.endswith("\n"):
+        text = text[:-1]  # "\n" alone is one empty token, as BertTokenizer reads it
     # BertTokenizer strips each line with rstrip("\n") only, so "\r" and other whitespace stay part of the token.
     return text.split("\n")
 
