@@ -161,12 +161,6 @@ def test_slow_tokenizer_sentence_is_six_pieces(remapped: Remapped) -> None:
     assert slow["sentence_ids"][3:5] == [remapped.ids["hospitalization"], remapped.ids["[special1]"]]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="KNOWN LIMITATION: tokenizers 0.13 (transformers 4.24's fast tokenizer) ignores a non-special added "
-    "token whose content is already in the model vocabulary, so the added token 'covid-19' placed in an [unused] "
-    "slot (whose vocab.txt line it now is) splits into covid / - / 19 with the 4.24 FAST tokenizer",
-)
 def test_fast_tokenizer_keeps_covid_19_whole(remapped: Remapped) -> None:
     assert remapped.report["fast"]["words"]["COVID-19"] == [remapped.ids["COVID-19"]]
 

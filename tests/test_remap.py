@@ -654,11 +654,6 @@ def test_verification_failure_leaves_nothing(bert_dir: Path, tmp_path: Path, mon
     assert dot_entries(tmp_path) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli/surgery.py's verifier raises VerificationError(path=<staging dir>): the message names the removed "
-    "'.out.XXXX.vocabsurgeon-tmp' directory instead of --out",
-)
 def test_verification_failure_names_the_output(bert_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import vocabsurgeon.verify as verify_module
 
@@ -757,11 +752,6 @@ def test_verify_fails_on_moved_ids_in_tokenizer_json(tampered: Path, minilm_src:
     assert any(line.startswith("FAIL original tokens keep their ids") for line in fails), result.stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="verify reads ids from tokenizer.json only; vocab.txt (what transformers 4.x's slow BertTokenizer "
-    "reads) is not compared, so swapped lines pass (audit reports vocab-txt-mismatch)",
-)
 def test_verify_fails_on_swapped_vocab_txt_lines(tampered: Path, minilm_src: Path) -> None:
     lines = (tampered / "vocab.txt").read_text(encoding="utf-8").split("\n")
     lines[2000], lines[2001] = lines[2001], lines[2000]

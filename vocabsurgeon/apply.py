@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .errors import OutputExistsError, SourceChangedError, UnsupportedCheckpointError
+from .errors import OutputExistsError, SourceChangedError, UnsupportedCheckpointError, VerificationError
 from .formats.json_file import JsonStyle, dump_json, patch_json, read_json_object, read_text
 from .formats.vocab_txt import dump_vocab_txt
 from .formats.weights import Progress, TensorEdit, TensorSpec
@@ -69,7 +69,10 @@ def apply_plan(
     try:
         written, copied = _build(inventory, plan, staging, progress, extra_manifest or {})
         if verify is not None:
-            verify(staging, inventory, plan)
+            try:
+                verify(staging, inventory, plan)
+            except VerificationError as error:  # name the output the user asked for, not the staging directory
+                raise VerificationError(error.violations, path=target) from None
         _move_into_place(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

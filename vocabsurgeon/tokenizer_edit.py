@@ -65,6 +65,8 @@ def apply_placements(docs: TokenizerDocs, plan: Plan, inventory: Inventory) -> N
     if entries:
         family.set_model_entries(docs, entries)
     _set_added_tokens(docs, plan.placements, in_model)
+    whole = [p.content for p in plan.placements if p.mode == "added" and in_model[p.id]]
+    family.keep_whole(docs, whole)
     for placement in plan.placements:
         if placement.mode == "special":
             _add_special(docs, placement.content)

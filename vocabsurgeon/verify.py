@@ -45,8 +45,10 @@ def verify_checkpoint(
     output = read_inventory(out)
     source = against if isinstance(against, Inventory) or against is None else read_inventory(against)
     checks: list[Check] = []
+    checks += list(_check_audit(output))
     checks += list(_check_sizes(output))
     tokenizers = _load_tokenizers(output.root, slow)
+    originals = _load_tokenizers(source.root, slow) if source is not None else {}
     manifest_tokens = [t for t in (output.manifest or {}).get("tokens", []) if isinstance(t, dict)]
     for label, tokenizer in tokenizers.items():
         if isinstance(tokenizer, Exception):
@@ -54,8 +56,9 @@ def verify_checkpoint(
             continue
         checks.append(Check(f"{label} tokenizer loads", True, type(tokenizer).__name__))
         checks += list(_check_new_tokens(label, tokenizer, manifest_tokens))
-        if source is not None:
-            checks += list(_check_same_encoding(label, tokenizer, source, manifest_tokens))
+        original = originals.get(label)
+        if source is not None and original is not None and not isinstance(original, Exception):
+            checks += list(_check_same_encoding(label, tokenizer, original, source, manifest_tokens))
     if source is not None:
         checks += list(_check_ids_kept(source, output, manifest_tokens))
         checks += list(_check_weights_kept(source, output, manifest_tokens))
@@ -67,6 +70,14 @@ def check_or_raise(out: Path, against: Inventory | None) -> None:
     failed = [f"{c.name}: {c.detail}" if c.detail else c.name for c in verify_checkpoint(out, against) if not c.ok]
     if failed:
         raise VerificationError(failed, path=out)
+
+
+def _check_audit(output: Inventory) -> Iterator[Check]:
+    """Everything audit checks (vocab.txt against tokenizer.json, special tokens, config ids ...) must hold."""
+    from .audit import audit
+
+    errors = [f"{f.code}: {f.message}" for f in audit(output).findings if f.severity == "error"]
+    yield Check("audit finds no errors", not errors, "; ".join(errors[:2]))
 
 
 def _check_sizes(output: Inventory) -> Iterator[Check]:
@@ -131,8 +142,9 @@ def _is_continuation(content: str) -> bool:
 
 
 def _check_same_encoding(
-    label: str, tokenizer: Any, source: Inventory, tokens: list[dict[str, Any]]
+    label: str, tokenizer: Any, original: Any, source: Inventory, tokens: list[dict[str, Any]]
 ) -> Iterator[Check]:
+    """The output and the source, loaded the same way, encode texts without the new tokens alike."""
     from .backend import load_backend
 
     backend = load_backend(source)
@@ -141,7 +153,7 @@ def _check_same_encoding(
     texts = [text for text in _sample_texts(source) if not any(n in backend.normalize(text).lower() for n in new)]
     differing = []
     for text in texts:
-        expected = backend.encode(text)
+        expected = original.encode(text, add_special_tokens=False)
         actual = tokenizer.encode(text, add_special_tokens=False)
         if expected != actual:
             differing.append(text)

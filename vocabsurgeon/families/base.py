@@ -50,6 +50,10 @@ class Family:
         """Whether a word the pre-tokenizer keeps whole is matched whole once it is a vocabulary entry."""
         return False
 
+    def keep_whole(self, docs: TokenizerDocs, tokens: list[str]) -> None:
+        """Make the pre-tokenizer keep ``tokens`` (vocabulary entries it would split) whole, for loaders that do not
+        match added tokens already in the vocabulary. Families whose added tokens always match do nothing."""
+
     def set_model_entries(self, docs: TokenizerDocs, entries: list[ModelEntry]) -> None:
         """Write ``entries`` into the model vocabulary (a renamed entry keeps its position)."""
         if docs.tokenizer_json is not None:

@@ -38,9 +38,19 @@ def parse_style(text: str) -> JsonStyle:
         if indent == 0 and second.startswith("\t"):
             indent = 2
     escaped = "\\u" in text and all(ord(ch) < 128 for ch in text)
-    first_key = re.search(r'"\s*(:\s?)', text)
-    spaced = indent is None and first_key is not None and first_key.group(1) == ": "
+    spaced = indent is None and _first_separator_spaced(text)
     return JsonStyle(indent=indent, ensure_ascii=escaped, final_newline=text.endswith("\n"), spaced=spaced)
+
+
+_STRING_OR_SEPARATOR = re.compile(r'"(?:[^"\\]|\\.)*"|([,:])( ?)')
+
+
+def _first_separator_spaced(text: str) -> bool:
+    """Whether the first ',' or ':' outside a string is followed by a space (json.dumps' default separators)."""
+    for match in _STRING_OR_SEPARATOR.finditer(text):
+        if match.group(1):
+            return match.group(2) == " "
+    return False
 
 
 def dump_json(value: Any, style: JsonStyle = JsonStyle()) -> str:

@@ -8,12 +8,14 @@ from ..errors import CheckpointFormatError
 
 
 def parse_vocab_txt(text: str) -> list[str]:
-    """Tokens in id order. Only ``\\n`` separates lines: a token may contain other Unicode line breaks."""
+    """Tokens in id order, read as transformers' ``load_vocab`` reads them: a text-mode file (universal newlines,
+    so ``\\r\\n`` and ``\\r`` end lines too), each line stripped of its newline only. Other Unicode line breaks
+    (U+2028, form feed ...) stay part of the token."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
     if not text:
         return []
     if text.endswith("\n"):
         text = text[:-1]  # "\n" alone is one empty token, as BertTokenizer reads it
-    # BertTokenizer strips each line with rstrip("\n") only, so "\r" and other whitespace stay part of the token.
     return text.split("\n")
 
 
