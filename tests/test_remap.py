@@ -818,3 +818,24 @@ def test_llama_reserved_special_token_slots(llama_dir: Path, tmp_path: Path) -> 
     for name in old_weights:
         if name not in ("model.embed_tokens.weight", "lm_head.weight"):
             assert old_weights[name].tobytes() == new_weights[name].tobytes(), name
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing(
+    bert_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    import vocabsurgeon.apply as apply_module
+
+    def full(source: Path, destination: Path) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(destination))
+
+    monkeypatch.setattr(apply_module, "_copy", full)
+    out = tmp_path / "out"
+    result = invoke("remap", bert_dir, "--out", out, "--token", "zqa", "--no-verify")
+    assert result.exit_code == 1
+    line = error_line(result)
+    assert line.startswith("vocabsurgeon: error: No space left on device: ")
+    assert line.endswith("; nothing was written")
+    assert not out.exists()
+    assert dot_entries(tmp_path) == []

@@ -584,3 +584,24 @@ def test_random_edit_matches_torch_expectation(case: tuple[dict[str, torch.Tenso
     for key, tensor in tensors.items():
         if key != name:
             assert bits_equal(result[key], tensor)
+
+
+def test_a_full_disk_is_not_mistaken_for_a_missing_copy_file_range(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno as errno_module
+
+    source = tmp_path / "src.bin"
+    source.write_bytes(b"x" * 1000)
+
+    def full(*_: object) -> int:
+        raise OSError(errno_module.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(sts.os, "copy_file_range", full)
+    with (
+        open(source, "rb") as src,
+        open(tmp_path / "dst.bin", "wb") as dst,
+        pytest.raises(OSError, match="No space left") as raised,
+    ):
+        sts.copy_range(src.fileno(), dst.fileno(), 0, 1000)
+    assert raised.value.errno == errno_module.ENOSPC

@@ -24,6 +24,7 @@ from .plan import INITS, hash_document
 
 Status = Literal["ok", "skipped", "failed", "planned"]
 
+_TYPE_NAMES = {list: "list", str: "string", int: "integer"}
 _KEYS: dict[str, tuple[type, ...]] = {
     "tokens": (list,),
     "special_tokens": (list,),
@@ -81,8 +82,9 @@ def read_recipe(path: str | os.PathLike[str]) -> Recipe:
         if key not in _KEYS:
             raise RecipeError(f"line {line}: unknown key {key!r} (known: {', '.join(_KEYS)})", path=recipe_path)
         if not isinstance(value, _KEYS[key]) or isinstance(value, bool):
-            expected = " or ".join(t.__name__ for t in _KEYS[key])
-            raise RecipeError(f"line {line}: {key} must be a {expected}, not {type(value).__name__}", path=recipe_path)
+            expected = " or ".join(_TYPE_NAMES[t] for t in _KEYS[key])
+            found = _TYPE_NAMES.get(type(value), type(value).__name__)
+            raise RecipeError(f"line {line}: {key} must be a {expected}, not {found}", path=recipe_path)
         if key in _CHOICES and value not in _CHOICES[key]:
             raise RecipeError(f"line {line}: {key} must be one of {', '.join(_CHOICES[key])}", path=recipe_path)
         if isinstance(value, list) and not all(isinstance(v, str) for v in value):

@@ -25,6 +25,12 @@ class SurgeonGroup(click.Group):
             ctx.exit(error.exit_code)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
+        except OSError as error:  # the machine said no: a full disk, a permission, a vanished file
+            if _debug(ctx):
+                raise
+            where = f": {error.filename}" if error.filename else ""
+            click.echo(f"vocabsurgeon: error: {error.strerror or error}{where}; nothing was written", err=True)
+            ctx.exit(1)
         except KeyboardInterrupt:
             click.echo("vocabsurgeon: interrupted; nothing was written", err=True)
             ctx.exit(130)

@@ -12,6 +12,7 @@ may carry a ``"__metadata__"`` dict of strings. We parse it ourselves because th
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import os
@@ -264,6 +265,10 @@ def write_edited(
         raise OutputExistsError("output file already exists", path=dst) from error
 
 
+#: errnos with which copy_file_range says "not here", as opposed to a real failure
+_NO_COPY_FILE_RANGE = frozenset({errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF, errno.EPERM})
+
+
 def copy_range(src_fd: int, dst_fd: int, offset: int, count: int, progress: Progress | None = None) -> None:
     """Copy ``count`` bytes at ``offset`` of ``src_fd`` to the current position of ``dst_fd``, at disk speed.
 
@@ -273,15 +278,20 @@ def copy_range(src_fd: int, dst_fd: int, offset: int, count: int, progress: Prog
     """
     report: Progress = progress or (lambda _: None)
     done = 0
-    try:
-        while done < count:
+    while done < count:
+        try:
             copied = os.copy_file_range(src_fd, dst_fd, min(CHUNK_BYTES, count - done), offset + done)
-            if copied == 0:
-                raise EOFError(f"source ended {count - done} bytes early")
-            done += copied
-            report(copied)
-    except (OSError, AttributeError):
-        # No copy_file_range (not Linux) or not for this pair of files (old kernel, some filesystems).
+        except AttributeError:  # not Linux
+            break
+        except OSError as error:
+            if error.errno not in _NO_COPY_FILE_RANGE:
+                raise  # a full disk or an I/O error is not a reason to try another way
+            break  # not for this pair of files (old kernel, some filesystems)
+        if copied == 0:
+            raise EOFError(f"source ended {count - done} bytes early")
+        done += copied
+        report(copied)
+    if done < count:
         _copy_range_buffered(src_fd, dst_fd, offset + done, count - done, report)
 
 
