@@ -63,7 +63,9 @@ def apply_plan(
     target = Path(out).expanduser().absolute()
     _check_output(inventory, target, force)
     if plan.fingerprints and plan.fingerprints != source_fingerprints(inventory):
-        raise SourceChangedError("the source changed since this plan was made", path=inventory.root)
+        raise SourceChangedError(
+            "the source changed since this plan was made", path=inventory.root, hint="make a new plan"
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = _make_staging(target)
     try:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
+from .errors import CheckpointFormatError, CheckpointNotFoundError, OutputExistsError
 from .families import Mode
 
 Operation = Literal["remap", "append", "auto", "resize"]
@@ -80,6 +82,31 @@ class Plan:
         data["skipped"] = tuple(Skip(**s) for s in data.get("skipped", []))
         data["exclude_from_mean"] = tuple(data.get("exclude_from_mean", ()))
         return cls(**data)
+
+
+def save_plan(plan: Plan, path: Path, *, force: bool = False) -> None:
+    """Write ``plan`` as JSON; an existing file is replaced only with ``force``."""
+    from .formats.json_file import JsonStyle, dump_json
+
+    if path.exists() and not force:
+        raise OutputExistsError("already exists", path=path, hint="pass --force to replace it")
+    document = {"vocabsurgeon_plan": PLAN_VERSION, **plan.to_json()}
+    path.write_text(dump_json(document, JsonStyle(indent=2)), encoding="utf-8")
+
+
+def load_plan(path: Path) -> Plan:
+    """Read a plan saved by save_plan; anything else is a one-line error naming the file."""
+    from .formats.json_file import read_json_object
+
+    if not path.is_file():
+        raise CheckpointNotFoundError("plan file does not exist", path=path)
+    document, _ = read_json_object(path)
+    if document.pop("vocabsurgeon_plan", None) != PLAN_VERSION:
+        raise CheckpointFormatError(f"not a vocabsurgeon plan (version {PLAN_VERSION})", path=path)
+    try:
+        return Plan.from_json(document)
+    except (TypeError, ValueError, KeyError) as error:
+        raise CheckpointFormatError(f"malformed plan: {error}", path=path) from None
 
 
 def hash_document(document: Any) -> str:

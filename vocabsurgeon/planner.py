@@ -165,7 +165,7 @@ def _finish_plan(
     size_after = vocabulary.size + sum(1 for p in placements if p.slot != "placeholder")
     return Plan(
         operation=operation,
-        source=inventory.source,
+        source=str(inventory.root.absolute()),  # a saved plan is applied from anywhere
         fingerprints={},
         family=vocabulary.family,
         placements=tuple(placements),

@@ -5,15 +5,16 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import click
 
-from ..apply import Result, apply_plan
+from ..apply import Result, apply_plan, source_fingerprints
 from ..errors import CheckpointNotFoundError
 from ..inventory import Inventory, read_inventory
-from ..plan import INITS, Operation, Plan
+from ..plan import INITS, Operation, Plan, load_plan, save_plan
 from ..planner import Options, TokenRequest, parse_tokens_file, plan_resize, plan_surgery
 from ..verify import check_or_raise, verify_checkpoint
 from . import main
@@ -46,9 +47,16 @@ def token_options(function: Callable[..., Any]) -> Callable[..., Any]:
 def write_options(function: Callable[..., Any]) -> Callable[..., Any]:
     for decorator in reversed(
         [
-            click.option("--out", required=True, type=click.Path(path_type=Path), help="Output directory (new)."),
-            click.option("--force", is_flag=True, help="Replace --out if it exists."),
+            click.option(
+                "--out", type=click.Path(path_type=Path), help="Output directory (new); required unless --dry-run."
+            ),
+            click.option("--force", is_flag=True, help="Replace --out (and --save-plan's file) if it exists."),
             click.option("--dry-run", is_flag=True, help="Print the plan and write nothing."),
+            click.option(
+                "--save-plan",
+                type=click.Path(dir_okay=False, path_type=Path),
+                help="Also save the plan as JSON (with fingerprints of the source) for `vocabsurgeon apply`.",
+            ),
             click.option("--no-verify", is_flag=True, help="Skip reloading the output with transformers."),
             click.option("-q", "--quiet", is_flag=True, help="No progress bar."),
             json_option,
@@ -177,13 +185,23 @@ def _surgery(model: str, operation: Operation, **kw: Any) -> None:
     else:
         requests = collect_requests(kw["tokens"], kw["special_tokens"], kw["tokens_file"], kw["special_tokens_file"])
         plan = plan_surgery(inventory, requests, operation, options)
+    if kw["save_plan"] is not None:
+        plan = replace(plan, fingerprints=source_fingerprints(inventory))
+        save_plan(plan, kw["save_plan"], force=kw["force"])
     if kw["dry_run"]:
         if kw["as_json"]:
             emit_json({"dry_run": True, "plan": plan.to_json()})
         else:
             click.echo(render_plan(plan))
-            click.echo("\ndry run: nothing written")
+            saved = f"; plan saved to {kw['save_plan']}" if kw["save_plan"] else ""
+            click.echo(f"\ndry run: nothing written{saved}")
         return
+    if kw["out"] is None:
+        raise click.UsageError("--out is required (unless --dry-run)")
+    _execute(inventory, plan, **kw)
+
+
+def _execute(inventory: Inventory, plan: Plan, **kw: Any) -> None:
     verifier = None if kw["no_verify"] else (lambda out, source, _plan: check_or_raise(out, source))
     with progress_bar(inventory, quiet=kw["quiet"] or kw["as_json"]) as progress:
         result = apply_plan(inventory, plan, kw["out"], force=kw["force"], verify=verifier, progress=progress)
@@ -192,6 +210,29 @@ def _surgery(model: str, operation: Operation, **kw: Any) -> None:
     else:
         click.echo(render_plan(plan))
         click.echo(f"\nwrote {result.output}" + (" (verified)" if result.verified else ""))
+
+
+@main.command("apply")
+@click.argument("plan_file", metavar="PLAN", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Output directory (new).")
+@click.option("--force", is_flag=True, help="Replace --out if it exists.")
+@click.option("--no-verify", is_flag=True, help="Skip reloading the output with transformers.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@json_option
+def apply_command(plan_file: Path, **kw: Any) -> None:
+    """Apply a plan saved with --save-plan.
+
+    The plan records fingerprints of every source file; if the source changed since, nothing is written.
+    Review a plan (it is JSON), then apply it, here or in CI.
+
+    \b
+    Example:
+      vocabsurgeon remap ./minilm --tokens-file terms.txt --dry-run --save-plan plan.json
+      vocabsurgeon apply plan.json --out ./minilm-bio
+    """
+    plan = load_plan(plan_file)
+    inventory = read_inventory(plan.source)
+    _execute(inventory, plan, **kw)
 
 
 def result_json(result: Result) -> dict[str, Any]:
