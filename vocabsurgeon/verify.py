@@ -9,13 +9,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from .errors import VerificationError
 from .inventory import Inventory, WeightSet, read_inventory, require_tokenizer
@@ -110,6 +111,8 @@ def _load_tokenizers(root: Path, slow: bool) -> dict[str, Any]:
     hf_logging.set_verbosity_error()
     logging.getLogger("transformers").setLevel(logging.ERROR)
     loaded: dict[str, Any] = {}
+    # transformers 5 has one tokenizer class per model (use_fast=False loads the same): load it once
+    slow = slow and _transformers_major() < 5
     variants = {"fast": True, "slow": False} if slow else {"fast": True}
     for label, use_fast in variants.items():
         try:
@@ -121,6 +124,12 @@ def _load_tokenizers(root: Path, slow: bool) -> dict[str, Any]:
     if "slow" in loaded and "fast" in loaded and type(loaded["slow"]) is type(loaded["fast"]):
         del loaded["slow"]  # transformers 5 has one tokenizer class: nothing more to check
     return loaded
+
+
+def _transformers_major() -> int:
+    import transformers
+
+    return int(transformers.__version__.split(".")[0])
 
 
 def _check_new_tokens(label: str, tokenizer: Any, tokens: list[dict[str, Any]]) -> Iterator[Check]:
@@ -195,66 +204,92 @@ def _check_weights_kept(source: Inventory, output: Inventory, tokens: list[dict[
         changed = [
             name
             for name in before.specs
-            if name not in vocab_names and _tensor_digest(source, before, name) != _tensor_digest(output, after, name)
+            if name not in vocab_names and _changed_rows(source, before, output, after, name, whole=True)
         ]
         yield Check("non-vocabulary tensors unchanged", not changed, ", ".join(changed[:3]))
         if vocab is None:
             continue
-        altered = []
-        for spec in vocab.all:
-            keep = [i for i in range(spec.shape[0]) if i not in placed]
-            if _rows_digest(source, before, spec.name, keep) != _rows_digest(output, after, spec.name, keep):
-                altered.append(spec.name)
+        altered = [
+            spec.name
+            for spec in vocab.all
+            if not _changed_rows(source, before, output, after, spec.name, whole=False) <= placed
+        ]
         yield Check("old rows unchanged", not altered, ", ".join(altered))
 
 
-def _tensor_digest(inventory: Inventory, weights: WeightSet, name: str) -> str:
-    return _rows_digest(inventory, weights, name, None)
+CHUNK_BYTES = 64 << 20
 
 
-def _rows_digest(inventory: Inventory, weights: WeightSet, name: str, rows: list[int] | None) -> str:
-    """sha256 of a tensor's raw bytes (or of the listed rows), streamed from the file."""
-    path = inventory.path(weights.locations[name])
-    digest = hashlib.sha256()
-    if weights.format == "safetensors":
-        from .formats.safetensors_stream import read_header
-
-        header = read_header(path)
-        entry = next(e for e in header.entries if e.spec.name == name)
-        row = entry.spec.row_bytes
-        with open(path, "rb") as handle:
-            spans = [(0, entry.end - entry.begin)] if rows is None else _runs(rows, row)
-            for start, length in spans:
-                handle.seek(header.data_start + entry.begin + start)
-                remaining = length
-                while remaining:
-                    block = handle.read(min(remaining, 1 << 24))
-                    if not block:
-                        break
-                    digest.update(block)
-                    remaining -= len(block)
-        return digest.hexdigest()
-    from .formats.torch_bin import load_state_dict
-
-    tensor = load_state_dict(path)[name]
-    if rows is not None:
-        tensor = tensor[rows]
-    digest.update(tensor.contiguous().view(-1).view(dtype=_u8()).numpy().tobytes())
-    return digest.hexdigest()
+def _changed_rows(
+    source: Inventory, before: WeightSet, output: Inventory, after: WeightSet, name: str, *, whole: bool
+) -> set[int]:
+    """Indices of the source's rows whose bytes differ in the output (with ``whole``, a changed shape counts as
+    row 0), compared chunk by chunk straight from the files into two reused buffers: memory stays bounded and
+    nothing is hashed."""
+    old_spec, new_spec = before.specs[name], after.specs[name]
+    if whole and old_spec.shape != new_spec.shape:
+        return {0}
+    rows = old_spec.shape[0] if old_spec.shape else 1
+    if (
+        old_spec.shape[1:] != new_spec.shape[1:]
+        or old_spec.dtype != new_spec.dtype
+        or (new_spec.shape and new_spec.shape[0] < rows)
+    ):
+        return set(range(rows))
+    row_bytes = old_spec.row_bytes if old_spec.shape else old_spec.nbytes
+    if row_bytes == 0:
+        return set()
+    step = max(1, CHUNK_BYTES // row_bytes)
+    changed: set[int] = set()
+    with _RowReader(source, before, name) as old, _RowReader(output, after, name) as new:
+        for start in range(0, rows, step):
+            count = min(step, rows - start)
+            differs = np.not_equal(old.read(start, count, row_bytes), new.read(start, count, row_bytes)).any(axis=1)
+            changed.update(int(i) + start for i in np.flatnonzero(differs))
+    return changed
 
 
-def _u8() -> Any:
-    import torch
+class _RowReader:
+    """Reads rows of one tensor into a reused buffer: a file read for safetensors, a torch view for .bin."""
 
-    return torch.uint8
+    def __init__(self, inventory: Inventory, weights: WeightSet, name: str) -> None:
+        self.path = inventory.path(weights.locations[name])
+        self.format = weights.format
+        self.name = name
+        self.buffer = np.empty(0, dtype=np.uint8)
 
+    def __enter__(self) -> _RowReader:
+        if self.format == "safetensors":
+            from .formats.safetensors_stream import read_header
 
-def _runs(rows: list[int], row_bytes: int) -> list[tuple[int, int]]:
-    """Consecutive rows as (byte offset, byte length) spans."""
-    spans: list[tuple[int, int]] = []
-    for idx in rows:
-        if spans and spans[-1][0] + spans[-1][1] == idx * row_bytes:
-            spans[-1] = (spans[-1][0], spans[-1][1] + row_bytes)
+            header = read_header(self.path)
+            self.start = header.data_start + header.entry(self.name).begin
+            self.handle = open(self.path, "rb", buffering=0)
         else:
-            spans.append((idx * row_bytes, row_bytes))
-    return spans
+            import torch
+
+            from .formats.torch_bin import load_state_dict
+
+            tensor = load_state_dict(self.path)[self.name]
+            self.data = tensor.contiguous().view(-1).view(torch.uint8).numpy()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self.format == "safetensors":
+            self.handle.close()
+
+    def read(self, first: int, count: int, row_bytes: int) -> np.ndarray:
+        length = count * row_bytes
+        if self.format != "safetensors":
+            return self.data[first * row_bytes : first * row_bytes + length].reshape(count, row_bytes)
+        if self.buffer.size < length:
+            self.buffer = np.empty(length, dtype=np.uint8)
+        view = self.buffer[:length].data
+        self.handle.seek(self.start + first * row_bytes)
+        got = 0
+        while got < length:
+            n = self.handle.readinto(view[got:])
+            if not n:
+                raise VerificationError([f"{self.path} ends inside {self.name}"], path=self.path)
+            got += n
+        return self.buffer[:length].reshape(count, row_bytes)

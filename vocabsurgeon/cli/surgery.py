@@ -16,6 +16,7 @@ from ..errors import CheckpointNotFoundError
 from ..inventory import Inventory, read_inventory
 from ..plan import INITS, Operation, Plan, load_plan, save_plan
 from ..planner import Options, TokenRequest, parse_tokens_file, plan_resize, plan_surgery
+from ..prefetch import prefetch_weights
 from ..verify import check_or_raise, verify_checkpoint
 from . import main
 from .output import emit_json, json_option, table
@@ -176,6 +177,8 @@ def resize(model: str, to: str, **kwargs: Any) -> None:
 
 
 def _surgery(model: str, operation: Operation, **kw: Any) -> None:
+    if not kw["dry_run"]:
+        prefetch_weights(model)  # the disk reads the weights while we parse and plan
     inventory = read_inventory(model)
     options = Options(
         init=kw.get("init"), pad_to_multiple_of=kw.get("pad_to_multiple_of"), weights_format=kw.get("weights_format")
