@@ -6,40 +6,59 @@ A synthetic Llama-3-style checkpoint is built locally (random bf16 weights, no d
 untied ``lm_head``, two safetensors shards + ``model.safetensors.index.json``, ``config.json`` and a byte-level BPE
 ``tokenizer.json`` with exactly 128,256 ids (128,000 BPE entries + 256 Llama-3-like special tokens). ``--size full``
 is ~1.5 GB; ``--size small`` (32,000 ids, hidden 256, ~50 MB) is a quick smoke run. N pseudo-words that are not in
-the vocabulary are written one per line to a tokens file, then three contenders add them, each in its own subprocess:
+the vocabulary are written one per line to a tokens file, then five contenders run, each in its own subprocess,
+interleaved in this order in every repetition (so drifting machine/disk state affects all alike):
 
-  (a) ``python -m vocabsurgeon append SRC --out OUT_A --tokens-file TOKENS --quiet``
-  (b) a Python child doing ``AutoTokenizer.from_pretrained`` + ``add_tokens`` + ``AutoModelForCausalLM.from_pretrained``
-      (bf16) + ``resize_token_embeddings(len(tok))`` + ``save_pretrained`` (same ``max_shard_size`` as the source, so 2
-      shards) + ``tok.save_pretrained``. The plain call uses transformers' default ``mean_resizing=True`` (new rows
-      sampled from the old rows' mean/covariance), which dominates its time and memory; ``--no-mean-resizing`` passes
-      ``mean_resizing=False`` instead.
-  (c) ``cp -r SRC OUT_C`` -- the I/O floor.
+  (c)  ``cp -r SRC OUT`` -- the I/O floor.
+  (a)  ``python -m vocabsurgeon append SRC --out OUT --tokens-file TOKENS --quiet`` -- the default, which verifies
+       the output by reloading its tokenizer with transformers (that import costs seconds).
+  (a') the same with ``--no-verify``.
+  (b)  a Python child doing ``AutoTokenizer.from_pretrained`` + ``add_tokens`` +
+       ``AutoModelForCausalLM.from_pretrained`` (bf16) + ``resize_token_embeddings(len(tok))`` + ``save_pretrained``
+       (same ``max_shard_size`` as the source, so 2 shards) + ``tok.save_pretrained``, with transformers' default
+       ``mean_resizing=True`` (new rows sampled from the old rows' mean/covariance, which dominates its time and
+       memory).
+  (b') the same with ``resize_token_embeddings(len(tok), mean_resizing=False)``.
 
 For each run the wall-clock seconds (including interpreter start-up and imports) and the child's peak RSS
 (``ru_maxrss`` from ``os.wait4``, taken by a ~10 MiB launcher process so this process's memory does not leak into
-the figure; a child's own reaped sub-processes count as a max, not a sum) are recorded. Outputs of (a) and (b) are
-checked after the timed run (config, embed_tokens, lm_head and tokenizer must all have V + N ids) and removed between
-repetitions.
+the figure; a child's own reaped sub-processes count as a max, not a sum) are recorded. Outputs of (a), (a'), (b)
+and (b') are checked after the timed run, untimed and in a separate process (config, embed_tokens, lm_head and
+tokenizer must all have V + N ids), and removed before the next run.
 
-Caching: dropping the page cache needs root, so instead one untimed warm-up ``cp -r`` of the source is done first and
-all contenders read from a warm page cache alike; ``sync`` is called before every timed run so no pending write-back
-overlaps it. The harness does not fsync the outputs; each tool writes as it does by default.
+Page cache (``--cache``)
+------------------------
+  cold  (default when running as root with a writable /proc/sys/vm/drop_caches): before EVERY timed run of every
+        contender, ``sync`` and then ``echo 3 > /proc/sys/vm/drop_caches``, so cp, append and transformers all read
+        the checkpoint -- and their own Python packages -- from disk. This is how a first run after download
+        behaves and what a disk-speed ``cp -r`` figure means. To keep that true, this process itself never imports
+        torch, transformers, tokenizers or safetensors (memory-mapped shared libraries of a live process survive a
+        cache drop and would warm the contenders' imports): the checkpoint is built and the outputs are checked in
+        child processes. Only the Python interpreter (mapped by this process and the launcher) stays cached.
+  warm  one untimed warm-up ``cp -r`` of the source first, then all contenders read from a warm page cache alike;
+        ``sync`` only before every timed run. Contenders' imports are warm too, so start-up costs shrink.
 
-Targets (printed as PASS/FAIL): append wall <= 1.5x ``cp -r``, append >= 5x faster than transformers, append peak
-RSS <= 1024 MiB, and the append output is valid. The exit code is 0 regardless, unless ``--check`` is given (then 1
-on any FAIL).
+The harness never fsyncs the outputs; each tool writes as it does by default (so writes end in the page cache).
+
+Targets (printed as PASS/FAIL, separately for (a) and for (a')): wall <= 1.5x ``cp -r``, >= 5x faster than the
+faster of (b)/(b') (the speed-up over (b) alone is reported as information), peak RSS <= 1024 MiB, and the output
+is valid. Medians are compared. The exit code is 0 regardless, unless ``--check`` is given (then 1 on any FAIL of a
+target row of (a) or (a')).
+
+The report ends in Markdown (a caption line and two tables) that can be pasted into README.md.
 
 How to run (from the repository root)
 -------------------------------------
-  /work/venv/bin/python benchmarks/append_vs_transformers.py --size small           # smoke run, ~10 s
+  /work/venv/bin/python benchmarks/append_vs_transformers.py --size small           # smoke run, ~30 s
   /work/venv/bin/python benchmarks/append_vs_transformers.py                        # full size, 1,000 tokens
   /work/venv/bin/python benchmarks/append_vs_transformers.py --repeat 3 --check     # median of 3, exit 1 on FAIL
+  /work/venv/bin/python benchmarks/append_vs_transformers.py --cache warm           # page cache warm, no root needed
   /work/venv/bin/python benchmarks/append_vs_transformers.py --workdir /tmp/vsb     # keep + reuse the checkpoint
 
 Without ``--workdir`` a fresh temp dir is used and removed at the end unless ``--keep``. With ``--workdir`` the built
 checkpoint is kept there and reused by later runs with the same ``--size``; outputs are removed, the contenders'
-stdout/stderr logs stay in ``runs/``.
+stdout/stderr logs stay in ``runs/``. ``--no-mean-resizing`` is accepted for compatibility and ignored: (b') always
+runs.
 """
 
 from __future__ import annotations
@@ -95,13 +114,18 @@ SIZES = {
 }
 
 # Measuring peak RSS with os.wait4 straight from this process would be wrong: at exec the kernel folds the
-# pre-exec memory image (a copy of this torch-importing process, ~300+ MiB) into the child's ru_maxrss. So each
-# contender is started by this tiny launcher (python -I -S, ~10 MiB) that spawns it, waits with os.wait4 and
-# records wall time and ru_maxrss (KiB on Linux; max over the child and its reaped descendants, not a sum).
-# The launcher's own size is thus a floor of ~10 MiB on the reported RSS.
+# pre-exec memory image of the parent into the child's ru_maxrss. So each contender is started by this tiny launcher
+# (python -I -S, ~10 MiB) that spawns it, waits with os.wait4 and records wall time and ru_maxrss (KiB on Linux; max
+# over the child and its reaped descendants, not a sum). The launcher's own size is thus a floor of ~10 MiB on the
+# reported RSS. In cold mode the launcher does `sync` + drop_caches itself, right before starting the clock, so
+# nothing (not even the launcher's own start-up) warms the cache between the drop and the timed run.
 LAUNCHER = """\
 import json, os, sys, time
-result_path, cmd = sys.argv[1], sys.argv[2:]
+result_path, cache, cmd = sys.argv[1], sys.argv[2], sys.argv[3:]
+os.sync()
+if cache == "cold":
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3\\n")
 t0 = time.perf_counter()
 try:
     pid = os.posix_spawnp(cmd[0], cmd, os.environ)
@@ -114,6 +138,22 @@ else:
 with open(result_path, "w") as f:
     json.dump({"wall_s": wall, "returncode": rc, "maxrss_kib": maxrss}, f)
 """
+
+# Runs one function of this file in a child process (argv: this file, function name, JSON list of arguments) and
+# prints its JSON result as the last stdout line. Used for everything that imports torch / transformers / tokenizers,
+# so that this process never maps their shared libraries (see "Page cache" in the module docstring).
+CHILD_CALL = """\
+import importlib.util, json, sys
+spec = importlib.util.spec_from_file_location("vocabsurgeon_bench", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+sys.modules["vocabsurgeon_bench"] = module
+spec.loader.exec_module(module)
+result = getattr(module, sys.argv[2])(*json.loads(sys.argv[3]))
+print(json.dumps(result))
+"""
+
+HEAVY_MODULES = ("torch", "transformers", "tokenizers", "safetensors", "numpy")
+DROP_CACHES = Path("/proc/sys/vm/drop_caches")
 
 # Child (b): the "just use transformers" way of adding tokens.
 TRANSFORMERS_CHILD = """\
@@ -407,23 +447,48 @@ class Run:
     maxrss_mib: float
     returncode: int
     stderr: str
+    load1: float = float("nan")  # 1-minute load average right after the run
     valid: bool | None = None  # None: not checked (cp -r)
     note: str = ""
 
 
-def run_timed(cmd: list[str], log_base: Path, env: dict[str, str]) -> Run:
-    """Run cmd via the small launcher; wall seconds and the child's peak RSS as measured by the launcher."""
-    os.sync()  # no pending write-back (from the build or a previous run) may overlap the timed run
+def run_timed(cmd: list[str], log_base: Path, env: dict[str, str], cache: str) -> Run:
+    """Run cmd via the small launcher (which syncs and, if cache == "cold", drops the page cache first)."""
     stdout_path, stderr_path = log_base.with_suffix(".stdout"), log_base.with_suffix(".stderr")
     result_path = log_base.with_suffix(".json")
-    launcher = [sys.executable, "-I", "-S", "-c", LAUNCHER, str(result_path), *cmd]
+    launcher = [sys.executable, "-I", "-S", "-c", LAUNCHER, str(result_path), cache, *cmd]
     with open(stdout_path, "wb") as so, open(stderr_path, "wb") as se:
         launched = subprocess.run(launcher, stdout=so, stderr=se, env=env, cwd=REPO_ROOT, check=False)
+    load1 = os.getloadavg()[0]
     stderr = stderr_path.read_text(encoding="utf-8", errors="replace")
     if launched.returncode != 0 or not result_path.exists():
-        return Run(float("nan"), float("nan"), launched.returncode or -1, stderr)
+        return Run(float("nan"), float("nan"), launched.returncode or -1, stderr, load1)
     res = json.loads(result_path.read_text())
-    return Run(res["wall_s"], res["maxrss_kib"] / 1024.0, res["returncode"], stderr)
+    return Run(res["wall_s"], res["maxrss_kib"] / 1024.0, res["returncode"], stderr, load1)
+
+
+def run_child(func: str, args: list[object], env: dict[str, str]) -> object:
+    """Call func(*args) of this file in a child process (keeps torch & co. out of this process); return its result."""
+    cmd = [sys.executable, "-c", CHILD_CALL, str(Path(__file__).resolve()), func, json.dumps(args)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO_ROOT, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{func}{tuple(args)} failed (exit code {proc.returncode}):\n{proc.stderr[-4000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def child_build(size: str, src: str) -> None:
+    """Entry point for run_child: build the synthetic checkpoint."""
+    build_checkpoint(SIZES[size], Path(src))
+
+
+def child_verify(out: str, expected: int) -> list[object]:
+    """Entry point for run_child: check an output directory."""
+    return list(verify_output(Path(out), expected))
+
+
+def bpe_vocab(src: Path) -> set[str]:
+    """The BPE model's vocabulary strings (without added tokens), read as JSON (no tokenizers import here)."""
+    return set(json.loads((src / "tokenizer.json").read_text(encoding="utf-8"))["model"]["vocab"])
 
 
 def safetensors_shapes(path: Path) -> dict[str, list[int]]:
@@ -463,35 +528,79 @@ def verify_output(out: Path, expected: int) -> tuple[bool, str]:
     return True, f"{len(files)} shard(s), {expected} rows ok"
 
 
-def contender_cmds(src: Path, out: Path, tokens_file: Path, spec: Spec, no_mean_resizing: bool) -> dict[str, list[str]]:
-    return {
-        "cp -r": ["cp", "-r", str(src), str(out / "out_c")],
-        "vocabsurgeon append": [
+@dataclasses.dataclass(frozen=True)
+class Contender:
+    key: str  # "c", "a", "a'", "b", "b'"
+    label: str  # Markdown, for the tables
+    short: str  # plain text, for the progress lines
+    out_dir: str
+    cmd: tuple[str, ...]
+
+    @property
+    def tag(self) -> str:
+        return f"({self.key})"
+
+
+def contenders(src: Path, out_root: Path, tokens_file: Path, spec: Spec) -> list[Contender]:
+    """The contenders in the order they run in every repetition."""
+
+    def append(out_dir: str, *extra: str) -> tuple[str, ...]:
+        out = str(out_root / out_dir)
+        return (
             sys.executable,
             "-m",
             "vocabsurgeon",
             "append",
             str(src),
             "--out",
-            str(out / "out_a"),
+            out,
             "--tokens-file",
             str(tokens_file),
             "--quiet",
-        ],
-        "transformers resize": [
+            *extra,
+        )
+
+    def transformers(out_dir: str, mean_resizing: str) -> tuple[str, ...]:
+        out = str(out_root / out_dir)
+        return (
             sys.executable,
             "-c",
             TRANSFORMERS_CHILD,
             str(src),
-            str(out / "out_b"),
+            out,
             str(tokens_file),
             str(max_shard_size(spec)),
-            "off" if no_mean_resizing else "default",
-        ],
-    }
+            mean_resizing,
+        )
 
-
-OUT_DIRS = {"cp -r": "out_c", "vocabsurgeon append": "out_a", "transformers resize": "out_b"}
+    return [
+        Contender("c", "`cp -r`", "cp -r", "out_c", ("cp", "-r", str(src), str(out_root / "out_c"))),
+        Contender(
+            "a",
+            "`vocabsurgeon append` (default: output verified)",
+            "append (verify)",
+            "out_a",
+            append("out_a"),
+        ),
+        Contender(
+            "a'", "`vocabsurgeon append --no-verify`", "append --no-verify", "out_a2", append("out_a2", "--no-verify")
+        ),
+        Contender(
+            "b",
+            "transformers `from_pretrained` -> `resize_token_embeddings` -> `save_pretrained` (default "
+            "`mean_resizing=True`)",
+            "transformers (mean_resizing)",
+            "out_b",
+            transformers("out_b", "default"),
+        ),
+        Contender(
+            "b'",
+            "same, `resize_token_embeddings(..., mean_resizing=False)`",
+            "transformers (no mean_resizing)",
+            "out_b2",
+            transformers("out_b2", "off"),
+        ),
+    ]
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -499,23 +608,68 @@ OUT_DIRS = {"cp -r": "out_c", "vocabsurgeon append": "out_a", "transformers resi
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def machine_info() -> list[str]:
-    import safetensors
-    import tokenizers
-    import torch
-    import transformers
+def package_version(name: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def git_revision() -> str:
+    try:
+        rev = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{rev} (with uncommitted changes)" if dirty else rev
+
+
+def disk_info(path: Path) -> str:
+    """Device, file system and rotational flag of the mount holding path (best effort)."""
+    best = ("?", "/", "?")
+    try:
+        with open("/proc/mounts") as f:
+            for line in f:
+                dev, mnt, fstype = line.split()[:3]
+                if (path == Path(mnt) or Path(mnt) in path.parents) and len(mnt) >= len(best[1]):
+                    best = (dev, mnt, fstype)
+    except OSError:
+        return "unknown"
+    dev, mnt, fstype = best
+    rot = Path("/sys/block") / Path(dev).name / "queue" / "rotational"
+    rotational = rot.read_text().strip() if rot.exists() else "?"
+    return f"{dev} on {mnt} ({fstype}, rotational={rotational})"
+
+
+def load_str() -> str:
+    return "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+
+
+def machine_info(workdir: Path) -> list[str]:
     mem_kib = 0
     with open("/proc/meminfo") as f:
         for line in f:
             if line.startswith("MemTotal:"):
                 mem_kib = int(line.split()[1])
+    versions = ", ".join(
+        f"{name} {package_version(name)}" for name in ("torch", "transformers", "tokenizers", "safetensors", "numpy")
+    )
     return [
         f"- nproc: {len(os.sched_getaffinity(0))} (cpu_count {os.cpu_count()}), RAM: {mem_kib / 1024**2:.1f} GiB",
         f"- platform: {platform.platform()}",
-        "- load average (1/5/15 min) at start: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()),
-        f"- python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}, "
-        f"tokenizers {tokenizers.__version__}, safetensors {safetensors.__version__}",
+        f"- disk: {disk_info(workdir)}",
+        f"- load average (1/5/15 min) at start: {load_str()}",
+        f"- python {platform.python_version()}, {versions}",
+        f"- vocabsurgeon {package_version('vocabsurgeon')}, git {git_revision()}",
     ]
 
 
@@ -544,51 +698,104 @@ def summarize(runs: list[Run]) -> Summary:
     )
 
 
-def print_report(results: dict[str, list[Run]], repeat: int) -> bool:
-    """Print the table and the target checks; return True if every check passes."""
-    s = {name: summarize(runs) for name, runs in results.items()}
-    cp, a, b = s["cp -r"], s["vocabsurgeon append"], s["transformers resize"]
+def append_checks(
+    variant: Contender, s: dict[str, Summary], by_key: dict[str, Contender]
+) -> list[tuple[str, str, str, str]]:
+    """(variant, check, result, measured) rows for one append variant; result is PASS, FAIL or info."""
+    who = f"{variant.tag} {variant.short}"
+    a, cp = s[variant.key], s["c"]
+    cp_label = f"wall <= {TARGET_CP_RATIO:g}x (c) `cp -r`"
+    speed_label = f">= {TARGET_SPEEDUP:g}x faster than the faster of (b)/(b') transformers"
+    info_label = f"speed-up over (b) transformers default `mean_resizing` (info; target {TARGET_SPEEDUP:g}x)"
+    rss_label = f"peak RSS <= {TARGET_RSS_MIB:.0f} MiB"
+    valid_label = "output valid"
+    if a.failed:
+        return [(who, label, "FAIL", "append FAILED") for label in (cp_label, speed_label, rss_label, valid_label)]
+
+    def verdict(ok: bool) -> str:
+        return "PASS" if ok else "FAIL"
+
+    rows: list[tuple[str, str, str, str]] = []
+    if cp.failed:
+        rows.append((who, cp_label, "FAIL", "cp -r FAILED"))
+    else:
+        ratio = a.median / cp.median
+        rows.append(
+            (who, cp_label, verdict(ratio <= TARGET_CP_RATIO), f"{ratio:.2f}x ({a.median:.2f} s vs {cp.median:.2f} s)")
+        )
+    ok_b = [k for k in ("b", "b'") if not s[k].failed]
+    if not ok_b:
+        rows.append((who, speed_label, "FAIL", "transformers FAILED"))
+    else:
+        fastest = min(ok_b, key=lambda k: s[k].median)
+        speedup = s[fastest].median / a.median
+        rows.append(
+            (
+                who,
+                speed_label,
+                verdict(speedup >= TARGET_SPEEDUP),
+                f"{speedup:.1f}x ({by_key[fastest].tag} {s[fastest].median:.2f} s vs {a.median:.2f} s)",
+            )
+        )
+    if s["b"].failed:
+        rows.append((who, info_label, "info", "(b) FAILED"))
+    else:
+        speedup = s["b"].median / a.median
+        met = "met" if speedup >= TARGET_SPEEDUP else "not met"
+        rows.append((who, info_label, "info", f"{speedup:.1f}x ({met}; (b) {s['b'].median:.2f} s vs {a.median:.2f} s)"))
+    rows.append((who, rss_label, verdict(a.rss <= TARGET_RSS_MIB), f"{a.rss:.0f} MiB"))
+    rows.append((who, valid_label, verdict(a.valid), a.note))
+    return rows
+
+
+def print_report(
+    results: dict[str, list[Run]], cons: list[Contender], args: argparse.Namespace, cache: str, load_start: str
+) -> bool:
+    """Print the Markdown tables and the target checks; return True if every target check passes."""
+    s = {key: summarize(runs) for key, runs in results.items()}
+    by_key = {c.key: c for c in cons}
+    cp = s["c"]
+    n_cpu = len(os.sched_getaffinity(0))
+    cache_text = (
+        "cold page cache (`sync` + `drop_caches` before every run)"
+        if cache == "cold"
+        else "warm page cache (untimed warm-up copy first)"
+    )
+    reps = "1 run" if args.repeat == 1 else f"median of {args.repeat} interleaved runs"
     print()
-    wall_hdr = "wall s" if repeat == 1 else f"wall s (median of {repeat})"
-    print(f"| contender | {wall_hdr} | best s | peak RSS MiB | vs cp -r | notes |")
-    print("|---|---:|---:|---:|---:|---|")
-    for name, row in s.items():
+    print("## Markdown (paste into README.md)")
+    print()
+    print(
+        f"{args.size} checkpoint, {args.tokens:,} new tokens, {cache_text}, {reps}; {n_cpu} cores, "
+        f"load average (1/5/15 min) {load_start} at start, {load_str()} at end:"
+    )
+    print()
+    wall_hdr = "wall s" if args.repeat == 1 else f"wall s (median of {args.repeat})"
+    print(f"| | contender | {wall_hdr} | best s | peak RSS MiB | vs `cp -r` | output |")
+    print("|---|---|---:|---:|---:|---:|---|")
+    for c in cons:
+        row = s[c.key]
         if row.failed:
-            rc = [r.returncode for r in results[name]]
-            print(f"| {name} | FAILED | - | - | - | exit code(s) {rc} |")
+            rc = [r.returncode for r in results[c.key]]
+            print(f"| {c.tag} | {c.label} | FAILED | - | - | - | exit code(s) {rc} |")
             continue
         ratio = f"{row.median / cp.median:.2f}x" if not cp.failed and cp.median > 0 else "-"
-        note = row.note if row.valid else f"INVALID OUTPUT: {row.note}"
-        print(f"| {name} | {row.median:.2f} | {row.best:.2f} | {row.rss:.0f} | {ratio} | {note} |")
+        note = "-" if c.key == "c" else (row.note if row.valid else f"INVALID: {row.note}")
+        print(f"| {c.tag} | {c.label} | {row.median:.2f} | {row.best:.2f} | {row.rss:.0f} | {ratio} | {note} |")
 
-    cp_label = f"append wall <= {TARGET_CP_RATIO:g}x cp -r"
-    speed_label = f"append >= {TARGET_SPEEDUP:g}x faster than transformers"
-    rss_label = f"append peak RSS <= {TARGET_RSS_MIB:.0f} MiB"
-    checks: list[tuple[str, bool, str]] = []
-    if a.failed:
-        checks += [
-            (label, False, "append FAILED") for label in (cp_label, speed_label, rss_label, "append output valid")
-        ]
-    else:
-        if cp.failed:
-            checks.append((cp_label, False, "cp -r FAILED"))
-        else:
-            ratio_cp = a.median / cp.median
-            checks.append((cp_label, ratio_cp <= TARGET_CP_RATIO, f"{ratio_cp:.2f}x"))
-        if b.failed:
-            checks.append((speed_label, False, "transformers FAILED"))
-        else:
-            speedup = b.median / a.median
-            checks.append((speed_label, speedup >= TARGET_SPEEDUP, f"{speedup:.1f}x"))
-        checks.append((rss_label, a.rss <= TARGET_RSS_MIB, f"{a.rss:.0f} MiB"))
-        checks.append(("append output valid", a.valid, a.note))
-
+    rows = append_checks(by_key["a"], s, by_key) + append_checks(by_key["a'"], s, by_key)
     print()
-    print("| target | result | measured |")
-    print("|---|---|---|")
-    for label, passed, measured in checks:
-        print(f"| {label} | {'PASS' if passed else 'FAIL'} | {measured} |")
-    return all(passed for _, passed, _ in checks)
+    print("| append variant | target | result | measured (medians) |")
+    print("|---|---|---|---|")
+    for who, label, result, measured in rows:
+        print(f"| {who} | {label} | {'**' + result + '**' if result == 'FAIL' else result} | {measured} |")
+    print()
+    verdicts = []
+    for key in ("a", "a'"):
+        ok = all(r[2] != "FAIL" for r in rows if r[0].startswith(f"({key})"))
+        verdicts.append(f"{by_key[key].tag} {by_key[key].short}: {'all targets PASS' if ok else 'some targets FAIL'}")
+    print("Verdict: " + "; ".join(verdicts) + ".")
+    return all(r[2] != "FAIL" for r in rows)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -612,22 +819,62 @@ def dir_size(path: Path) -> tuple[int, int]:
     return sum(p.stat().st_size for p in files), len(files)
 
 
+def drop_page_cache() -> None:
+    os.sync()
+    with open(DROP_CACHES, "w") as f:
+        f.write("3\n")
+
+
+def resolve_cache(requested: str | None) -> tuple[str, str]:
+    """Return (mode, explanation). Cold needs root and a writable drop_caches; a trial drop proves it works."""
+    reason = ""
+    if os.geteuid() != 0:
+        reason = "not running as root"
+    elif not os.access(DROP_CACHES, os.W_OK):
+        reason = f"{DROP_CACHES} is not writable"
+    else:
+        try:
+            drop_page_cache()
+        except OSError as exc:
+            reason = f"writing {DROP_CACHES} failed: {exc}"
+    if requested == "cold" and reason:
+        sys.exit(f"--cache cold: cannot drop the page cache ({reason}); use --cache warm")
+    if requested == "warm":
+        return "warm", "warm (as requested)"
+    if reason:
+        return "warm", f"warm -- NOTE: cannot drop the page cache ({reason}), so cold mode is unavailable"
+    return "cold", "cold (default: root and a writable drop_caches)" if requested is None else "cold (as requested)"
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="Time `vocabsurgeon append` against transformers' load/resize/save and `cp -r` on a synthetic "
-        "Llama-3-style bf16 checkpoint (built locally with random weights).",
+        description="Time `vocabsurgeon append` (with and without --no-verify) against transformers' "
+        "load/resize/save (with and without mean_resizing) and `cp -r` on a synthetic Llama-3-style bf16 checkpoint "
+        "(built locally with random weights).",
     )
     parser.add_argument("--size", choices=sorted(SIZES), default="full", help="full: ~1.5 GB, small: ~50 MB smoke run")
     parser.add_argument("--tokens", type=int, default=1000, metavar="N", help="number of new tokens (default 1000)")
-    parser.add_argument("--repeat", type=int, default=1, metavar="R", help="timed repetitions; median and best shown")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        metavar="R",
+        help="timed repetitions, contenders interleaved within each; median and best shown",
+    )
+    parser.add_argument(
+        "--cache",
+        choices=("cold", "warm"),
+        default=None,
+        help="cold: sync + drop the page cache before every timed run (needs root; the default when possible); "
+        "warm: one untimed warm-up copy, then everything reads from the page cache (the default otherwise)",
+    )
     parser.add_argument("--workdir", type=Path, help="work directory (default: fresh temp dir, removed at the end)")
     parser.add_argument("--keep", action="store_true", help="do not remove the temp work directory")
     parser.add_argument("--check", action="store_true", help="exit 1 if any target check FAILs")
     parser.add_argument(
         "--no-mean-resizing",
         action="store_true",
-        help="call resize_token_embeddings(..., mean_resizing=False) in the transformers child (default: plain call, "
-        "whose mean/covariance init of the new rows dominates its time and memory)",
+        help="ignored, kept for compatibility: the mean_resizing=False variant (b') always runs",
     )
     args = parser.parse_args(argv)
     if args.tokens < 1 or args.repeat < 1:
@@ -653,30 +900,37 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_benchmark(args: argparse.Namespace, spec: Spec, workdir: Path) -> int:
-    resize = "mean_resizing=False" if args.no_mean_resizing else "default mean_resizing"
+    cache, cache_note = resolve_cache(args.cache)
+    load_start = load_str()
     print(
         f"# vocabsurgeon append vs transformers vs cp -r ({args.size}, {args.tokens} tokens, repeat {args.repeat}, "
-        f"transformers with {resize})"
+        f"cache {cache})"
     )
     print()
+    print(f"Page cache: {cache_note}.")
+    if args.no_mean_resizing:
+        print("Note: --no-mean-resizing is ignored; (b') with mean_resizing=False always runs next to (b).")
+    print()
     print("Machine:")
-    print("\n".join(machine_info()))
+    print("\n".join(machine_info(workdir)))
     print(f"- work directory: {workdir}")
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HUB_DISABLE_PROGRESS_BARS="1")
 
     src = workdir / "src"
     stamp_path = workdir / f"src.{args.size}.stamp.json"
     stamp = dataclasses.asdict(spec) | {"max_shard_size": max_shard_size(spec), "script_version": 1}
     if src.is_dir() and stamp_path.exists() and json.loads(stamp_path.read_text()) == stamp:
         print("\nReusing the checkpoint built earlier in this work directory.")
-        from tokenizers import Tokenizer
-
-        vocab = set(Tokenizer.from_file(str(src / "tokenizer.json")).get_vocab(with_added_tokens=False))
     else:
         stamp_path.unlink(missing_ok=True)
         t0 = time.perf_counter()
-        vocab = build_checkpoint(spec, src)
+        run_child("child_build", [args.size, str(src)], env)
         print(f"\nBuilt the checkpoint in {time.perf_counter() - t0:.1f} s.")
         write_json(stamp_path, stamp)
+    vocab = bpe_vocab(src)
     size, n_files = dir_size(src)
     print(
         f"Checkpoint: {size / 1e9:.3f} GB ({size / 2**30:.3f} GiB), {n_files} files, vocab {spec.vocab_size}, "
@@ -692,35 +946,46 @@ def run_benchmark(args: argparse.Namespace, spec: Spec, workdir: Path) -> int:
     out_root = workdir / "runs"
     shutil.rmtree(out_root, ignore_errors=True)
     out_root.mkdir()
-    warm = out_root / "warmup"
-    subprocess.run(["cp", "-r", str(src), str(warm)], check=True)
-    shutil.rmtree(warm)
-    print(
-        "Page cache: not dropped (needs root); one untimed warm-up `cp -r` of the source was run so all contenders "
-        "read from a warm cache alike; `sync` before every timed run."
-    )
+    if cache == "warm":
+        warm = out_root / "warmup"
+        subprocess.run(["cp", "-r", str(src), str(warm)], check=True)
+        shutil.rmtree(warm)
+        print("Page cache: one untimed warm-up `cp -r` of the source done; `sync` before every timed run.")
+    else:
+        print("Page cache: `sync` + drop_caches before every timed run of every contender.")
+    print()
 
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HUB_DISABLE_PROGRESS_BARS="1")
-
-    cmds = contender_cmds(src, out_root, tokens_file, spec, args.no_mean_resizing)
-    results: dict[str, list[Run]] = {name: [] for name in cmds}
+    cons = contenders(src, out_root, tokens_file, spec)
+    width = max(len(f"{c.tag} {c.short}") for c in cons)
+    results: dict[str, list[Run]] = {c.key: [] for c in cons}
     for rep in range(1, args.repeat + 1):
-        for name, cmd in cmds.items():
-            out = out_root / OUT_DIRS[name]
+        for c in cons:
+            out = out_root / c.out_dir
             shutil.rmtree(out, ignore_errors=True)
-            run = run_timed(cmd, out_root / f"{OUT_DIRS[name]}-rep{rep}", env)
+            run = run_timed(list(c.cmd), out_root / f"{c.out_dir}-rep{rep}", env, cache)
             if run.returncode != 0:
-                print(f"\n[{name}] FAILED (exit code {run.returncode}); stderr:\n{run.stderr.rstrip()[-4000:]}")
-            elif name != "cp -r":
-                run.valid, run.note = verify_output(out, expected)
+                print(
+                    f"\n{c.tag} {c.short} FAILED (exit code {run.returncode}); stderr:\n{run.stderr.rstrip()[-4000:]}"
+                )
+            elif c.key != "c":
+                try:
+                    run.valid, run.note = run_child("child_verify", [str(out), expected], env)
+                except RuntimeError as exc:
+                    run.valid, run.note = False, f"check crashed: {str(exc).splitlines()[0]}"
             status = "ok" if run.returncode == 0 else "FAILED"
-            print(f"  rep {rep}: {name:<20} {run.wall_s:7.2f} s  {run.maxrss_mib:7.0f} MiB  {status}")
-            results[name].append(run)
+            if run.valid is False:
+                status = "INVALID OUTPUT"
+            print(
+                f"  rep {rep}: {c.tag + ' ' + c.short:<{width}} {run.wall_s:7.2f} s {run.maxrss_mib:7.0f} MiB  "
+                f"load {run.load1:4.2f}  {status}"
+            )
+            results[c.key].append(run)
             shutil.rmtree(out, ignore_errors=True)
 
-    all_pass = print_report(results, args.repeat)
+    leaked = [m for m in HEAVY_MODULES if m in sys.modules]
+    if leaked and cache == "cold":
+        print(f"\nWARNING: the harness imported {leaked}; their mapped libraries stayed cached across drops.")
+    all_pass = print_report(results, cons, args, cache, load_start)
     return 1 if args.check and not all_pass else 0
 
 

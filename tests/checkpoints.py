@@ -32,6 +32,8 @@ import torch
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import (
     AutoTokenizer,
+    BartConfig,
+    BartForConditionalGeneration,
     BertConfig,
     BertForMaskedLM,
     BertModel,
@@ -46,6 +48,7 @@ from transformers import (
 )
 
 __all__ = [
+    "BART_SPECIAL_TOKENS",
     "BERT_SPECIAL_TOKENS",
     "LLAMA_BOS",
     "LLAMA_EOS",
@@ -53,6 +56,7 @@ __all__ = [
     "CheckpointCache",
     "WeightsFormat",
     "WordpieceLayout",
+    "build_bart",
     "build_bert",
     "build_bert_grown_without_resize",
     "build_bert_padded",
@@ -76,6 +80,14 @@ BERT_SPECIAL_TOKENS: dict[str, str] = {
     "pad_token": "[PAD]",
     "cls_token": "[CLS]",
     "mask_token": "[MASK]",
+}
+#: BART's special tokens: ``<s>`` 0, ``<pad>`` 1, ``</s>`` 2, ``<unk>`` 3 first, ``<mask>`` the last id.
+BART_SPECIAL_TOKENS: dict[str, str] = {
+    "bos_token": "<s>",
+    "pad_token": "<pad>",
+    "eos_token": "</s>",
+    "unk_token": "<unk>",
+    "mask_token": "<mask>",
 }
 LLAMA_BOS = "<|begin_of_text|>"
 LLAMA_EOS = "<|end_of_text|>"
@@ -652,6 +664,90 @@ def build_llama_bpe(
         model.model.embed_tokens.weight[reserved_ids] = 0.0
         if not tie:
             model.lm_head.weight[reserved_ids] = 0.0
+    _save_weights(model, path, weights)
+    return path
+
+
+# --------------------------------------------------------------------------------------------------
+# BART (byte-level BPE, encoder-decoder with a (1, V) final_logits_bias buffer)
+# --------------------------------------------------------------------------------------------------
+
+
+def build_bart(path: Path, *, vocab_size: int = 403, weights: WeightsFormat = "safetensors") -> Path:
+    """Write a tiny BART checkpoint (byte-level BPE tokenizer + ``BartForConditionalGeneration``), return ``path``.
+
+    The BPE model is trained with ``tokenizers`` on :func:`english_corpus` to ``vocab_size - 1`` entries with
+    ``<s>`` 0, ``<pad>`` 1, ``</s>`` 2 and ``<unk>`` 3 first, as in facebook/bart-base; ``<mask>`` is the added
+    special token ``vocab_size - 1``, and encoding wraps a text in ``<s> ... </s>``. The model (d_model 16, one
+    encoder and one decoder layer) ties ``model.shared``, both ``embed_tokens`` and ``lm_head``, and saves the
+    ``(1, vocab_size)`` buffer ``final_logits_bias``, filled here with N(0, 0.5) values (transformers initializes
+    it to zeros) so that a test can tell its old values from new zeros.
+
+    Args:
+        path: target directory.
+        vocab_size: tokenizer size, ``config.vocab_size`` and embedding rows (at least 300).
+        weights: ``"safetensors"``, ``"pytorch"`` (``pytorch_model.bin``, tied tensors saved as shared storage) or
+            ``"sharded"`` (>= 2 safetensors shards plus index).
+    """
+    if vocab_size < 300:
+        raise ValueError("vocab_size too small: need at least 300 entries (4 specials, 256 bytes, merges, <mask>)")
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    specials = BART_SPECIAL_TOKENS
+    leading = [specials[key] for key in ("bos_token", "pad_token", "eos_token", "unk_token")]
+
+    tok = Tokenizer(models.BPE(unk_token=specials["unk_token"]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size - 1,
+        special_tokens=[AddedToken(t, special=True, normalized=False) for t in leading],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+        min_frequency=1,
+    )
+    tok.train_from_iterator(_iter_corpus(english_corpus()), trainer=trainer)
+    if tok.get_vocab_size() != vocab_size - 1:
+        raise RuntimeError(f"BPE training produced {tok.get_vocab_size()} entries instead of {vocab_size - 1}")
+    tok.add_special_tokens([AddedToken(specials["mask_token"], special=True, normalized=False, lstrip=True)])
+    tok.post_processor = processors.RobertaProcessing(
+        (specials["eos_token"], 2), (specials["bos_token"], 0), trim_offsets=False, add_prefix_space=False
+    )
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, **specials)
+    _save_tokenizer_json(fast, path)
+    _write_json(
+        path / "tokenizer_config.json",
+        {
+            "added_tokens_decoder": _added_tokens_decoder(path / "tokenizer.json"),
+            "clean_up_tokenization_spaces": True,
+            "model_max_length": 64,
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            **specials,
+        },
+    )
+    _write_json(path / "special_tokens_map.json", specials)
+
+    torch.manual_seed(0)
+    config = BartConfig(
+        vocab_size=vocab_size,
+        d_model=16,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        max_position_embeddings=64,
+        bos_token_id=0,
+        pad_token_id=1,
+        eos_token_id=2,
+        decoder_start_token_id=2,
+        forced_eos_token_id=2,
+    )
+    model = BartForConditionalGeneration(config)
+    model.eval()
+    with torch.no_grad():
+        model.final_logits_bias.copy_(torch.randn(1, vocab_size) * 0.5)
     _save_weights(model, path, weights)
     return path
 

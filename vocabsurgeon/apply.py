@@ -24,7 +24,8 @@ import numpy as np
 
 from . import __version__
 from .errors import OutputExistsError, SourceChangedError, UnsupportedCheckpointError, VerificationError
-from .formats.json_file import JsonStyle, dump_json, patch_json, read_json_object, read_text
+from .families import family_named
+from .formats.json_file import JsonStyle, dump_json, patch_json, read_json_object
 from .formats.vocab_txt import dump_vocab_txt
 from .formats.weights import Progress, TensorEdit, TensorSpec
 from .inventory import MANIFEST, Inventory, WeightSet, read_inventory
@@ -196,12 +197,7 @@ def _tokenizer_outputs(inventory: Inventory, plan: Plan) -> dict[str, bytes]:
     vocabulary = inventory.vocabulary
     if docs.vocab_txt is not None and vocabulary is not None and tuple(docs.vocab_txt) != vocabulary.vocab_txt:
         outputs["vocab.txt"] = dump_vocab_txt(docs.vocab_txt).encode("utf-8")
-    for name, document in docs.side.items():
-        if name.endswith(".json"):
-            _, style = read_json_object(inventory.path(name))
-            text = dump_json(document, style)
-            if text != read_text(inventory.path(name)):
-                outputs[name] = text.encode("utf-8")
+    outputs.update(family_named(plan.family).side_outputs(docs, inventory))  # vocab.json, a SentencePiece model
     return outputs
 
 
@@ -267,17 +263,19 @@ def _write_index(inventory: Inventory, weights: WeightSet, edits: dict[str, Tens
     if not edits:
         _copy(inventory.path(weights.index), staging / weights.index)
         return False
-    grown = sum(
-        (edit.new_rows - weights.specs[name].shape[0]) * weights.specs[name].row_bytes for name, edit in edits.items()
-    )
+    # rows are counted along each edit's vocabulary axis (a (1, V) buffer's rows are its elements)
+    views = {name: weights.specs[name].rows_view(edit.axis) for name, edit in edits.items()}
+    grown = sum((edit.new_rows - views[name].shape[0]) * views[name].row_bytes for name, edit in edits.items())
     metadata = document.get("metadata")
     if isinstance(metadata, dict) and isinstance(metadata.get("total_size"), int):
         document = {**document, "metadata": {**metadata, "total_size": metadata["total_size"] + grown}}
-    # transformers 5 also records total_parameters; it grows by the new rows' elements
+    # transformers 5 also records total_parameters (num_parameters(): registered buffers such as the (1, V)
+    # final_logits_bias do not count); it grows by the new rows' elements of the other vocabulary tensors
     if isinstance(metadata, dict) and isinstance(metadata.get("total_parameters"), int):
         added = sum(
-            (edit.new_rows - weights.specs[name].shape[0]) * math.prod(weights.specs[name].shape[1:])
+            (edit.new_rows - views[name].shape[0]) * math.prod(views[name].shape[1:])
             for name, edit in edits.items()
+            if edit.axis == 0
         )
         document["metadata"] = {**document["metadata"], "total_parameters": metadata["total_parameters"] + added}
     (staging / weights.index).write_text(dump_json(document, style), encoding="utf-8")
@@ -302,11 +300,14 @@ def _edits_for(inventory: Inventory, weights: WeightSet, plan: Plan) -> dict[str
     edits = {}
     for spec in tensors.all:
         path = inventory.path(weights.locations[spec.name])
-        edits[spec.name] = _edit_for(module, path, spec, plan, std)
+        edits[spec.name] = _edit_for(module, path, spec, plan, std, tensors.axis(spec))
     return edits
 
 
-def _edit_for(module: Any, path: Path, spec: TensorSpec, plan: Plan, std: float) -> TensorEdit:
+def _edit_for(module: Any, path: Path, spec: TensorSpec, plan: Plan, std: float, axis: int = 0) -> TensorEdit:
+    """The edit of one vocabulary tensor whose vocabulary runs along ``axis``: a (1, V) buffer (axis 1) is handled
+    as the (V,) bias its bytes are laid out like, so it gets what a 1-D bias gets."""
+    spec = spec.rows_view(axis)
     rows_before, rows_after = spec.shape[0], plan.rows_after
     assert rows_after is not None
     wanted: list[tuple[int, Init, tuple[int, ...]]] = [
@@ -315,9 +316,9 @@ def _edit_for(module: Any, path: Path, spec: TensorSpec, plan: Plan, std: float)
     covered = {idx for idx, _, _ in wanted}
     wanted += [(idx, plan.pad_init, ()) for idx in range(rows_before, rows_after) if idx not in covered]
     if not wanted:
-        return TensorEdit(rows_after)
+        return TensorEdit(rows_after, axis=axis)
     pieces = sorted({piece for _, init, ids in wanted if init == "subword-mean" for piece in ids})
-    piece_rows = dict(zip(pieces, module.read_rows(path, spec.name, pieces), strict=True)) if pieces else {}
+    piece_rows = dict(zip(pieces, module.read_rows(path, spec.name, pieces, axis=axis), strict=True)) if pieces else {}
     mean: np.ndarray | None = None
     rng = np.random.default_rng([plan.seed, zlib.crc32(spec.name.encode())])
     values = []
@@ -327,14 +328,14 @@ def _edit_for(module: Any, path: Path, spec: TensorSpec, plan: Plan, std: float)
         elif init == "mean":
             if mean is None:
                 exclude = [i for i in plan.exclude_from_mean if i < rows_before]
-                mean = module.read_row_mean(path, spec.name, exclude)
+                mean = module.read_row_mean(path, spec.name, exclude, axis=axis)
             values.append(mean)
         elif init == "zeros" or len(spec.shape) == 1:
             values.append(np.zeros(spec.shape[1:], dtype=np.float32))
         else:  # normal, as transformers initializes embeddings: N(0, initializer_range)
             values.append(rng.normal(0.0, std, spec.shape[1:]).astype(np.float32))
     indices = tuple(idx for idx, _, _ in wanted)
-    return TensorEdit(rows_after, indices, np.stack(values).astype(np.float32))
+    return TensorEdit(rows_after, indices, np.stack(values).astype(np.float32), axis=axis)
 
 
 def source_fingerprints(inventory: Inventory) -> dict[str, str]:

@@ -129,9 +129,10 @@ def check_output_embeddings(inventory: Inventory) -> Iterator[Finding]:
                     f"{spec.name} has {spec.shape[0]} rows but {embedding.name} has {rows}",
                 )
         for spec in find_vocab_biases(weights.specs):
-            if spec.shape[0] != rows:
+            entries = spec.shape[-1]  # a 1-D bias or a (1, V) buffer such as final_logits_bias
+            if entries != rows:
                 yield Finding(
-                    "error", "bias-mismatch", f"{spec.name} has {spec.shape[0]} entries but {embedding.name} has {rows}"
+                    "error", "bias-mismatch", f"{spec.name} has {entries} entries but {embedding.name} has {rows}"
                 )
         yield from _check_tying(inventory, weights, outputs)
 

@@ -47,7 +47,8 @@ def convert_weights(
         if target == "safetensors":
             tensors = _drop_shared(tensors)
         total += _save(tensors, staging / destination, target)
-        parameters += sum(t.numel() for t in tensors.values())
+        # as transformers' num_parameters(): a (1, V) vocabulary buffer (final_logits_bias) is no parameter
+        parameters += sum(t.numel() for name, t in tensors.items() if name not in edits or edits[name].axis == 0)
         if progress is not None:
             progress((staging / destination).stat().st_size)
         yield destination, True
@@ -66,15 +67,11 @@ def convert_weights(
 
 
 def apply_edit(tensor: Any, edit: TensorEdit) -> Any:
-    """A grown copy of a torch tensor with the edit's rows set (cast with torch's own rounding)."""
-    import torch
+    """A grown copy of a torch tensor with the edit's rows set along ``edit.axis`` (cast with torch's own rounding):
+    the same code as the ``pytorch_model.bin`` writer's, so both formats grow a tensor alike."""
+    from .formats.torch_bin import apply_edit as grow
 
-    grown = torch.empty((edit.new_rows, *tensor.shape[1:]), dtype=tensor.dtype)
-    grown[: tensor.shape[0]] = tensor
-    if edit.indices:
-        values = torch.from_numpy(edit.values).to(tensor.dtype)
-        grown[list(edit.indices)] = values
-    return grown
+    return grow(tensor, edit)
 
 
 def _load(path: Path, fmt: str) -> dict[str, Any]:

@@ -25,10 +25,8 @@ def docs_from_inventory(inventory: Inventory) -> TokenizerDocs:
         added_tokens_json=copy.deepcopy(inventory.added_tokens_json),
         vocab_txt=list(vocabulary.vocab_txt) if vocabulary and vocabulary.vocab_txt is not None else None,
     )
-    if inventory.has("vocab.json"):
-        from .formats.json_file import read_json_object
-
-        docs.side["vocab.json"] = read_json_object(inventory.path("vocab.json"))[0]
+    if vocabulary is not None:
+        family_named(vocabulary.family).read_side_files(docs, inventory)
     return docs
 
 
@@ -60,11 +58,13 @@ def apply_placements(docs: TokenizerDocs, plan: Plan, inventory: Inventory) -> N
     for placement in plan.placements:
         renamed = placement.replaces is not None and model_vocab.get(placement.replaces) == placement.id
         if placement.mode == "vocab" or renamed:
-            entries.append(ModelEntry(placement.id, placement.content, placement.replaces if renamed else None))
+            replaces = placement.replaces if renamed else None
+            entries.append(ModelEntry(placement.id, placement.content, replaces, placement.mode == "special"))
         in_model[placement.id] = renamed or placement.mode == "vocab"
     if entries:
         family.set_model_entries(docs, entries)
-    _set_added_tokens(docs, plan.placements, in_model)
+    slow_vocabulary = any(inventory.has(name) for name in family.side_files)
+    _set_added_tokens(docs, plan.placements, in_model, slow_vocabulary)
     whole = [p.content for p in plan.placements if p.mode == "added" and in_model[p.id]]
     family.keep_whole(docs, whole)
     for placement in plan.placements:
@@ -88,7 +88,9 @@ def added_entry(placement: Placement) -> dict[str, Any]:
     }
 
 
-def _set_added_tokens(docs: TokenizerDocs, placements: tuple[Placement, ...], in_model: dict[int, bool]) -> None:
+def _set_added_tokens(
+    docs: TokenizerDocs, placements: tuple[Placement, ...], in_model: dict[int, bool], slow_vocabulary: bool
+) -> None:
     ids = {p.id for p in placements}
     wanted = [p for p in placements if p.mode in ("added", "special")]
     if docs.tokenizer_json is not None:
@@ -108,9 +110,10 @@ def _set_added_tokens(docs: TokenizerDocs, placements: tuple[Placement, ...], in
         for placement in wanted:
             kept[str(placement.id)] = {k: v for k, v in added_entry(placement).items() if k != "id"}
         docs.tokenizer_config["added_tokens_decoder"] = dict(sorted(kept.items(), key=lambda item: int(item[0])))  # type: ignore[index]
-    # transformers 4.x's slow tokenizers learn tokens past vocab.txt from added_tokens.json only
+    # transformers 4.x's slow tokenizers learn tokens past their vocabulary file (vocab.txt, vocab.json, a
+    # SentencePiece model) from added_tokens.json only
     outside = [p for p in wanted if not in_model[p.id]]
-    if docs.added_tokens_json is None and outside and docs.vocab_txt is not None:
+    if docs.added_tokens_json is None and outside and (slow_vocabulary or docs.vocab_txt is not None):
         docs.added_tokens_json = {}
     if docs.added_tokens_json is not None:
         docs.added_tokens_json = {k: v for k, v in docs.added_tokens_json.items() if v not in ids}

@@ -21,7 +21,7 @@ import numpy as np
 from .errors import VerificationError
 from .inventory import Inventory, WeightSet, read_inventory, require_tokenizer
 from .slots import is_placeholder
-from .vocab_tensors import config_vocab_size, find_vocab_tensors
+from .vocab_tensors import config_vocab_size, find_vocab_biases, find_vocab_tensors
 
 CONTINUING_PREFIX = "##"  # WordPiece's: a manifest "vocab" token with it is a continuation piece
 SAMPLE_TEXTS = (
@@ -88,7 +88,9 @@ def _check_sizes(output: Inventory) -> Iterator[Check]:
         tensors = find_vocab_tensors(weights.specs)
         if tensors is None:
             continue
-        rows = {spec.name: spec.shape[0] for spec in tensors.all}
+        # along each tensor's vocabulary axis; biases found by name count too, so a mis-sized one is not skipped
+        rows = {spec.name: spec.shape[-1] for spec in find_vocab_biases(weights.specs)}
+        rows.update({spec.name: tensors.vocab_rows(spec) for spec in tensors.all})
         same = len(set(rows.values())) == 1
         yield Check(f"vocabulary tensors agree ({weights.files[0]})", same, "" if same else str(rows))
         if config_rows is not None:
@@ -212,7 +214,7 @@ def _check_weights_kept(source: Inventory, output: Inventory, tokens: list[dict[
         altered = [
             spec.name
             for spec in vocab.all
-            if not _changed_rows(source, before, output, after, spec.name, whole=False) <= placed
+            if not _changed_rows(source, before, output, after, spec.name, whole=False, axis=vocab.axis(spec)) <= placed
         ]
         yield Check("old rows unchanged", not altered, ", ".join(altered))
 
@@ -221,14 +223,27 @@ CHUNK_BYTES = 64 << 20
 
 
 def _changed_rows(
-    source: Inventory, before: WeightSet, output: Inventory, after: WeightSet, name: str, *, whole: bool
+    source: Inventory,
+    before: WeightSet,
+    output: Inventory,
+    after: WeightSet,
+    name: str,
+    *,
+    whole: bool,
+    axis: int = 0,
 ) -> set[int]:
     """Indices of the source's rows whose bytes differ in the output (with ``whole``, a changed shape counts as
     row 0), compared chunk by chunk straight from the files into two reused buffers: memory stays bounded and
-    nothing is hashed."""
+    nothing is hashed. Rows run along the vocabulary ``axis`` (a (1, V) buffer's rows are its elements, laid out
+    like a (V,) tensor's)."""
     old_spec, new_spec = before.specs[name], after.specs[name]
     if whole and old_spec.shape != new_spec.shape:
         return {0}
+    if axis:
+        try:
+            old_spec, new_spec = old_spec.rows_view(axis), new_spec.rows_view(axis)
+        except ValueError:  # the output lost the buffer's (1, V) shape: every row counts as changed
+            return set(range(old_spec.shape[axis]))
     rows = old_spec.shape[0] if old_spec.shape else 1
     if (
         old_spec.shape[1:] != new_spec.shape[1:]

@@ -2,7 +2,9 @@
 
 The input embedding is found by name; every other tensor outside the numbered layer stack whose first dimension
 equals the vocabulary rows (and whose second, if any, is the embedding width) is an output embedding or a
-vocabulary bias and grows with it.
+vocabulary bias and grows with it. So does a float ``(1, V)`` buffer whose last dimension equals the rows (BART,
+mBART, Marian and Pegasus save ``final_logits_bias`` so): its vocabulary is axis 1, and since its bytes are laid out
+like a ``(V,)`` bias it grows like one (see :func:`vocabsurgeon.formats.weights.rows_shape`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .formats.weights import TensorSpec
+from .formats.weights import FLOAT_DTYPES, TensorSpec
 
 INPUT_EMBEDDING_SUFFIXES = (
     "word_embeddings.weight",
@@ -45,6 +47,7 @@ class VocabTensors:
     input: TensorSpec
     outputs: tuple[TensorSpec, ...]  # untied output embeddings (2-D)
     biases: tuple[TensorSpec, ...]  # vocabulary biases (1-D)
+    buffers: tuple[TensorSpec, ...] = ()  # (1, V) vocabulary buffers such as final_logits_bias: vocabulary on axis 1
 
     @property
     def rows(self) -> int:
@@ -52,7 +55,15 @@ class VocabTensors:
 
     @property
     def all(self) -> tuple[TensorSpec, ...]:
-        return (self.input, *self.outputs, *self.biases)
+        return (self.input, *self.outputs, *self.biases, *self.buffers)
+
+    def axis(self, spec: TensorSpec) -> int:
+        """The dimension of ``spec`` (one of :attr:`all`) that runs over the vocabulary: 1 for a buffer, else 0."""
+        return 1 if any(spec.name == buffer.name for buffer in self.buffers) else 0
+
+    def vocab_rows(self, spec: TensorSpec) -> int:
+        """How many vocabulary rows ``spec`` (one of :attr:`all`) holds, along its :meth:`axis`."""
+        return spec.shape[self.axis(spec)]
 
 
 def find_input_embedding(specs: Mapping[str, TensorSpec]) -> TensorSpec | None:
@@ -83,24 +94,41 @@ def find_vocab_tensors(specs: Mapping[str, TensorSpec]) -> VocabTensors | None:
     rows, width = embedding.shape
     outputs: list[TensorSpec] = []
     biases: list[TensorSpec] = []
+    buffers: list[TensorSpec] = []
     for name, spec in specs.items():
-        if name == embedding.name or _LAYER_STACK.search(name) or not spec.shape or spec.shape[0] != rows:
+        if name == embedding.name or _LAYER_STACK.search(name) or not spec.shape:
             continue
-        if len(spec.shape) == 2 and spec.shape[1] == width:
+        if _is_vocab_buffer(spec, rows):
+            buffers.append(spec)
+        elif spec.shape[0] != rows:
+            continue
+        elif len(spec.shape) == 2 and spec.shape[1] == width:
             outputs.append(spec)
         elif len(spec.shape) == 1:
             biases.append(spec)
-    return VocabTensors(embedding, tuple(outputs), tuple(biases))
+    return VocabTensors(embedding, tuple(outputs), tuple(biases), tuple(buffers))
+
+
+def _is_vocab_buffer(spec: TensorSpec, rows: int) -> bool:
+    """A float ``(1, rows)`` tensor (rows > 1, so that it is not a row of its own): ``final_logits_bias``'s shape.
+
+    Integer ``(1, N)`` buffers (``position_ids``, ``token_type_ids``) never are, whatever N is.
+    """
+    return len(spec.shape) == 2 and spec.shape[0] == 1 and spec.shape[1] == rows > 1 and spec.dtype in FLOAT_DTYPES
 
 
 def find_vocab_biases(specs: Mapping[str, TensorSpec]) -> tuple[TensorSpec, ...]:
-    """1-D tensors named like vocabulary biases, whatever their size (for audit)."""
+    """Tensors named like vocabulary biases, whatever their size (for audit): 1-D ``...predictions.bias``,
+    ``...decoder.bias``, ``...lm_head.bias`` and ``(1, N)`` ``...logits_bias`` (BART's ``final_logits_bias``).
+    Their vocabulary size is their last dimension."""
     return tuple(
         spec
         for name, spec in specs.items()
-        if len(spec.shape) == 1
-        and not _LAYER_STACK.search(name)
-        and (name.endswith("predictions.bias") or name.endswith("decoder.bias") or name.endswith("lm_head.bias"))
+        if not _LAYER_STACK.search(name)
+        and (
+            (len(spec.shape) == 1 and name.endswith(("predictions.bias", "decoder.bias", "lm_head.bias")))
+            or (len(spec.shape) == 2 and spec.shape[0] == 1 and name.endswith("logits_bias"))
+        )
     )
 
 

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+if TYPE_CHECKING:
+    from ..inventory import Inventory
 
 Mode = Literal["vocab", "added", "special"]
 
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """A model-vocabulary entry to write: ``token`` at ``id``, renaming ``replaces`` (a placeholder) if given."""
+    """A model-vocabulary entry to write: ``token`` at ``id``, renaming ``replaces`` (a placeholder) if given;
+    ``special`` when the token is a special added token (slow tokenizers look those up by their exact text)."""
 
     id: int
     token: str
     replaces: str | None = None
+    special: bool = False
 
 
 @dataclass
@@ -32,13 +37,22 @@ class TokenizerDocs:
 class Family:
     """A tokenizer family: where its model vocabulary lives and which tokens it can hold as vocabulary entries.
 
-    Subclasses override the class attributes and the three methods; everything about added tokens, special-token
-    lists and configs is shared and lives in ``tokenizer_edit``.
+    Subclasses override the class attributes and the methods; everything about added tokens, special-token lists
+    and configs is shared and lives in ``tokenizer_edit``. A family's side files are the vocabulary files of the
+    transformers 4.x slow tokenizer (vocab.txt, vocab.json, a SentencePiece model): the family reads the ones it keeps
+    in step into ``TokenizerDocs.side`` and renders the ones that changed, in their own format.
     """
 
     name: ClassVar[str]
     model_type: ClassVar[str]  # tokenizer.json model.type
-    side_files: ClassVar[tuple[str, ...]] = ()
+    side_files: ClassVar[tuple[str, ...]] = ()  # the slow tokenizer's vocabulary files, by name
+
+    def read_side_files(self, docs: TokenizerDocs, inventory: Inventory) -> None:
+        """Load the side files this family edits (those the checkpoint has) into ``docs.side``."""
+
+    def side_outputs(self, docs: TokenizerDocs, inventory: Inventory) -> dict[str, bytes]:
+        """New bytes for each side file in ``docs.side`` that changed; unchanged files are left to the byte copy."""
+        return {}
 
     def read_model_vocab(self, model: dict[str, Any]) -> dict[str, int]:
         vocab = model.get("vocab")

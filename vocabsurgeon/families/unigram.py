@@ -1,16 +1,20 @@
 """Unigram (SentencePiece: T5, XLM-R, ALBERT): model.vocab is a list of [piece, score] where the id is the
-position. A placed token is always an added token (Viterbi would not promise to keep it whole)."""
+position. A placed token is always an added token (Viterbi would not promise to keep it whole). The SentencePiece
+model beside tokenizer.json is kept in step for transformers 4.x's slow tokenizers (see sentencepiece)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from .base import Family, ModelEntry, TokenizerDocs
+from .base import ModelEntry, TokenizerDocs
+from .sentencepiece import SentencePieceFiles
 
 
-class Unigram(Family):
+class Unigram(SentencePieceFiles):
     name = "unigram"
     model_type = "Unigram"
+    model_files = ("spiece.model", "sentencepiece.bpe.model", "tokenizer.model")
+    side_files = model_files
 
     def read_model_vocab(self, model: dict[str, Any]) -> dict[str, int]:
         vocab = model.get("vocab")
@@ -19,6 +23,7 @@ class Unigram(Family):
         return {str(entry[0]): idx for idx, entry in enumerate(vocab)}
 
     def set_model_entries(self, docs: TokenizerDocs, entries: list[ModelEntry]) -> None:
+        self.rename_model_pieces(docs, entries)
         if docs.tokenizer_json is None:
             return
         vocab = list(docs.tokenizer_json["model"]["vocab"])

@@ -135,16 +135,17 @@ def read_tensor_specs(path: PathLike) -> dict[str, TensorSpec]:
     return read_header(path).specs()
 
 
-def read_rows(path: PathLike, name: str, rows: Sequence[int]) -> np.ndarray:
+def read_rows(path: PathLike, name: str, rows: Sequence[int], *, axis: int = 0) -> np.ndarray:
     """Rows ``rows`` (indices along dim 0, any order, repeats allowed) of tensor ``name`` as float32.
 
-    The result has shape ``(len(rows), *shape[1:])``. Only the requested rows are read, one read per run of
+    The result has shape ``(len(rows), *shape[1:])``; with ``axis=1`` (a ``(1, V)`` buffer) the rows are its
+    elements and the result has shape ``(len(rows),)``. Only the requested rows are read, one read per run of
     consecutive rows (a memory map would be simpler but its read-ahead maps far more of the file).
     """
     path = Path(path)
     header = read_header(path)
     entry = header.entry(name)
-    spec = _row_spec(entry.spec)
+    spec = _row_spec(entry.spec).rows_view(axis)
     index = np.asarray(rows, dtype=np.int64).reshape(-1)
     _check_rows(spec, index)
     out_shape = (len(index), *spec.shape[1:])
@@ -164,8 +165,10 @@ def read_rows(path: PathLike, name: str, rows: Sequence[int]) -> np.ndarray:
     return _numbers(picked, spec.dtype).astype(np.float32, copy=False).reshape(out_shape)
 
 
-def read_row_mean(path: PathLike, name: str, exclude: Collection[int] = ()) -> np.ndarray:
+def read_row_mean(path: PathLike, name: str, exclude: Collection[int] = (), *, axis: int = 0) -> np.ndarray:
     """Float32 mean of the rows of tensor ``name`` not listed in ``exclude``, shape ``shape[1:]``.
+
+    With ``axis=1`` (a ``(1, V)`` buffer) the rows are its elements and the mean is a 0-d array.
 
     The tensor is streamed in chunks of about 64 MiB and summed in float64, so memory stays bounded whatever its
     size. Raises ValueError if no row is left to average.
@@ -173,7 +176,7 @@ def read_row_mean(path: PathLike, name: str, exclude: Collection[int] = ()) -> n
     path = Path(path)
     header = read_header(path)
     entry = header.entry(name)
-    spec = _row_spec(entry.spec)
+    spec = _row_spec(entry.spec).rows_view(axis)
     n_rows, row_bytes = spec.shape[0], spec.row_bytes
     excluded = np.unique(np.asarray(list(exclude), dtype=np.int64))
     _check_rows(spec, excluded)
@@ -235,21 +238,19 @@ def write_edited(
     """Write ``dst`` as a copy of the safetensors file ``src`` with ``edits`` applied.
 
     An edited tensor keeps its old bytes except the rows it overwrites, then gets its new rows appended; its
-    shape[0] becomes ``new_rows`` and later offsets shift. Tensor order and metadata are kept, and every other byte
-    is copied unchanged: with no edits the copy is byte-identical, and when no tensor grows even the header bytes
-    are. ``dst`` must not exist (nor be a symlink, nor be ``src``); ``progress`` receives the byte count of each
-    written piece. A partly written ``dst`` is removed on failure.
+    vocabulary axis (``edit.axis``: dim 0, or dim 1 of a ``(1, V)`` buffer, whose bytes are laid out like a
+    ``(V,)`` tensor's) becomes ``new_rows`` long and later offsets shift. Tensor order and metadata are kept, and
+    every other byte is copied unchanged: with no edits the copy is byte-identical, and when no tensor grows even
+    the header bytes are. ``dst`` must not exist (nor be a symlink, nor be ``src``); ``progress`` receives the byte
+    count of each written piece. A partly written ``dst`` is removed on failure.
     """
     src, dst = Path(src), Path(dst)
     header = read_header(src)
     specs = header.specs()
-    for name in edits:
-        if name in specs and not specs[name].shape:
-            raise ValueError(f"{name}: a scalar tensor has no rows to edit")
     check_edits(specs, edits)
     _check_destination(src, dst)
     report: Progress = progress or (lambda _: None)
-    grows = any(edit.new_rows != specs[name].shape[0] for name, edit in edits.items())
+    grows = any(edit.grows(specs[name]) for name, edit in edits.items())
 
     try:
         with open(src, "rb", buffering=0) as source, open(dst, "xb", buffering=0) as output:
@@ -458,7 +459,7 @@ def _grown_entries(header: Header, edits: Mapping[str, TensorEdit]) -> list[Entr
         spec = entry.spec
         edit = edits.get(spec.name)
         if edit is not None:
-            spec = replace(spec, shape=(edit.new_rows, *spec.shape[1:]))
+            spec = replace(spec, shape=edit.new_shape(spec))
         entries.append(Entry(spec=spec, begin=position, end=position + spec.nbytes))
         position += spec.nbytes
     return entries
@@ -467,6 +468,7 @@ def _grown_entries(header: Header, edits: Mapping[str, TensorEdit]) -> list[Entr
 def _write_edited_tensor(
     src_fd: int, dst_fd: int, offset: int, spec: TensorSpec, edit: TensorEdit, report: Progress
 ) -> None:
+    spec = spec.rows_view(edit.axis)  # same bytes, rows along dim 0
     old_rows, row_bytes = spec.shape[0], spec.row_bytes
     order = sorted(range(len(edit.indices)), key=lambda k: edit.indices[k])
     in_place = [k for k in order if edit.indices[k] < old_rows]

@@ -37,7 +37,16 @@ from vocabsurgeon.errors import (
     UnsupportedCheckpointError,
     VocabSurgeonError,
 )
-from vocabsurgeon.formats.weights import DTYPE_SIZES, FLOAT_DTYPES, Progress, TensorEdit, TensorSpec, check_edits
+from vocabsurgeon.formats.weights import (
+    DTYPE_SIZES,
+    FLOAT_DTYPES,
+    Progress,
+    TensorEdit,
+    TensorSpec,
+    check_edits,
+    grown_shape,
+    rows_shape,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -174,28 +183,31 @@ def load_state_dict(path: PathLike) -> dict[str, torch.Tensor]:
     return loaded  # type: ignore[return-value]
 
 
-def read_rows(path: PathLike, name: str, rows: Sequence[int]) -> np.ndarray:
+def read_rows(path: PathLike, name: str, rows: Sequence[int], *, axis: int = 0) -> np.ndarray:
     """Rows ``rows`` (indices along dim 0, any order, repeats allowed) of tensor ``name`` as float32.
 
-    The result has shape ``(len(rows), *shape[1:])``. The file is memory-mapped, so only the pages holding those
+    The result has shape ``(len(rows), *shape[1:])``; with ``axis=1`` (a ``(1, V)`` buffer) the rows are its
+    elements and the result has shape ``(len(rows),)``. The file is memory-mapped, so only the pages holding those
     rows are read.
     """
     torch = _torch()
-    tensor = _row_tensor(load_state_dict(path), name)
+    tensor = _row_tensor(load_state_dict(path), name, axis)
     index = np.asarray(rows, dtype=np.int64).reshape(-1)
     _check_rows(name, tensor.shape[0], index)
     picked = tensor.index_select(0, torch.from_numpy(index))
     return picked.to(torch.float32).numpy()
 
 
-def read_row_mean(path: PathLike, name: str, exclude: Collection[int] = ()) -> np.ndarray:
+def read_row_mean(path: PathLike, name: str, exclude: Collection[int] = (), *, axis: int = 0) -> np.ndarray:
     """Float32 mean of the rows of tensor ``name`` not listed in ``exclude``, shape ``shape[1:]``.
+
+    With ``axis=1`` (a ``(1, V)`` buffer) the rows are its elements and the mean is a 0-d array.
 
     The tensor is summed in float64 over chunks of about 64 MiB of the file, so memory stays bounded whatever its
     size. Raises ValueError if no row is left to average.
     """
     torch = _torch()
-    tensor = _row_tensor(load_state_dict(path), name)
+    tensor = _row_tensor(load_state_dict(path), name, axis)
     n_rows = tensor.shape[0]
     excluded = np.unique(np.asarray(list(exclude), dtype=np.int64))
     _check_rows(name, n_rows, excluded)
@@ -221,18 +233,16 @@ def write_edited(
 ) -> None:
     """Write ``dst`` as ``torch.save`` of the state dict in ``src`` with ``edits`` applied.
 
-    An edited tensor grows along dim 0 to ``new_rows`` (old rows kept) and gets ``values`` at ``indices``, cast to
-    its dtype by torch. Tensors tied in ``src`` (same storage, offset, shape and stride, like tied input and output
-    embeddings) stay one shared tensor in ``dst``: an edit of one applies to all, and differing edits for tied names
-    raise ValueError. A tensor that merely overlaps an edited one (another view of its storage) keeps the old
-    values. Every other tensor is written unchanged. ``dst`` must not exist (nor be a symlink);
-    ``progress`` receives the byte count of each written piece. A partly written ``dst`` is removed on failure.
+    An edited tensor grows along its vocabulary axis (``edit.axis``: dim 0, or dim 1 of a ``(1, V)`` buffer) to
+    ``new_rows`` (old rows kept) and gets ``values`` at ``indices``, cast to its dtype by torch. Tensors tied in
+    ``src`` (same storage, offset, shape and stride, like tied input and output embeddings) stay one shared tensor
+    in ``dst``: an edit of one applies to all, and differing edits for tied names raise ValueError. A tensor that
+    merely overlaps an edited one (another view of its storage) keeps the old values. Every other tensor is written
+    unchanged. ``dst`` must not exist (nor be a symlink); ``progress`` receives the byte count of each written
+    piece. A partly written ``dst`` is removed on failure.
     """
     src, dst = Path(src), Path(dst)
     specs = read_tensor_specs(src)
-    for name in edits:
-        if name in specs and not specs[name].shape:
-            raise ValueError(f"{name}: a scalar tensor has no rows to edit")
     check_edits(specs, edits)
     _check_destination(src, dst)
     tensors = load_state_dict(src)
@@ -243,7 +253,7 @@ def write_edited(
         if name in replaced:
             continue
         group = ties.get(name, (name,))
-        grown = _apply_edit(tensors[name], _group_edit(group, edits))
+        grown = apply_edit(tensors[name], _group_edit(group, edits))
         for member in group:
             replaced[member] = grown
 
@@ -568,7 +578,8 @@ def _first_line(error: BaseException) -> str:
     return lines[0] if lines else type(error).__name__
 
 
-def _row_tensor(tensors: Mapping[str, torch.Tensor], name: str) -> torch.Tensor:
+def _row_tensor(tensors: Mapping[str, torch.Tensor], name: str, axis: int = 0) -> torch.Tensor:
+    """Tensor ``name`` as rows along its vocabulary ``axis`` (a ``(1, V)`` buffer as its ``V`` elements)."""
     if name not in tensors:
         raise KeyError(f"no tensor named {name!r}")
     tensor = tensors[name]
@@ -577,7 +588,7 @@ def _row_tensor(tensors: Mapping[str, torch.Tensor], name: str) -> torch.Tensor:
     dtype = _TORCH_DTYPES.get(str(tensor.dtype).removeprefix("torch."))
     if dtype not in FLOAT_DTYPES:
         raise ValueError(f"{name}: cannot read rows of dtype {tensor.dtype}")
-    return tensor
+    return tensor.reshape(rows_shape(tuple(tensor.shape), axis, name))
 
 
 def _check_rows(name: str, n_rows: int, index: np.ndarray) -> None:
@@ -612,13 +623,21 @@ def _same_edit(a: TensorEdit, b: TensorEdit) -> bool:
     return a == b and left.shape == right.shape and left.tobytes() == right.tobytes()
 
 
-def _apply_edit(tensor: torch.Tensor, edit: TensorEdit) -> torch.Tensor:
+def apply_edit(tensor: torch.Tensor, edit: TensorEdit) -> torch.Tensor:
+    """A grown copy of ``tensor`` with the edit's rows set, cast with torch's own rounding (a Parameter stays one).
+
+    The rows are taken along ``edit.axis``: a ``(1, V)`` buffer grows as its ``(V,)`` elements, then gets its
+    ``(1, new_rows)`` shape back.
+    """
     torch = _torch()
-    grown = torch.empty((edit.new_rows, *tensor.shape[1:]), dtype=tensor.dtype)
-    grown[: tensor.shape[0]] = tensor
+    shape = tuple(tensor.shape)
+    rows = tensor.reshape(rows_shape(shape, edit.axis))
+    grown = torch.empty((edit.new_rows, *rows.shape[1:]), dtype=tensor.dtype)
+    grown[: rows.shape[0]] = rows
     if edit.indices:
         values = torch.from_numpy(np.array(edit.values, dtype=np.float32, copy=True))
         grown[torch.tensor(edit.indices, dtype=torch.long)] = values.to(tensor.dtype)
+    grown = grown.reshape(grown_shape(shape, edit.new_rows, edit.axis))
     if isinstance(tensor, torch.nn.Parameter):
         return torch.nn.Parameter(grown, requires_grad=tensor.requires_grad)
     return grown

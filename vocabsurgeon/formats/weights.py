@@ -3,10 +3,15 @@
 A weight format module (``safetensors_stream``, ``torch_bin``) exposes the same functions:
 
 - ``read_tensor_specs(path) -> dict[str, TensorSpec]``: names, dtypes and shapes from the header only.
-- ``read_rows(path, name, rows) -> np.ndarray``: the given rows of one tensor as float32, shape (len(rows), *rest).
-- ``read_row_mean(path, name, exclude) -> np.ndarray``: float32 mean over all rows not in ``exclude``, streamed.
+- ``read_rows(path, name, rows, *, axis=0) -> np.ndarray``: the given rows of one tensor as float32, shape
+  (len(rows), *rest).
+- ``read_row_mean(path, name, exclude, *, axis=0) -> np.ndarray``: float32 mean over all rows not in ``exclude``,
+  streamed.
 - ``write_edited(src, dst, edits, progress=None) -> None``: ``dst`` is ``src`` with the ``edits`` applied; every
   tensor without an edit keeps its bytes.
+
+Rows are slices along the vocabulary axis: dim 0, or (``axis=1``) the elements of a ``(1, V)`` vocabulary buffer
+such as BART's ``final_logits_bias``, which is laid out like a ``(V,)`` tensor (see :func:`rows_shape`).
 
 Dtype names are the safetensors ones (``F32``, ``BF16``, ...) whatever the file format, so plans never mention a
 framework. numpy does the arithmetic; bfloat16 is handled bit-wise because numpy has no such type.
@@ -15,7 +20,7 @@ framework. numpy does the arithmetic; bfloat16 is handled bit-wise because numpy
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -67,22 +72,54 @@ class TensorSpec:
             count *= dim
         return count * DTYPE_SIZES[self.dtype]
 
+    def rows_view(self, axis: int = 0) -> TensorSpec:
+        """This tensor as rows along its vocabulary ``axis`` (see :func:`rows_shape`): itself for axis 0, a
+        ``(1, V)`` buffer as the ``(V,)`` tensor its bytes are laid out like."""
+        return replace(self, shape=rows_shape(self.shape, axis, self.name))
+
+
+def rows_shape(shape: tuple[int, ...], axis: int = 0, name: str = "tensor") -> tuple[int, ...]:
+    """``shape`` seen as rows along the vocabulary ``axis``, the first dimension of the result.
+
+    Axis 0 is the usual case (embeddings, 1-D biases): ``shape`` itself. Axis 1 is only allowed for a ``(1, V)``
+    vocabulary buffer such as BART's ``final_logits_bias``, whose bytes are laid out exactly like a ``(V,)``
+    tensor's: its rows are its ``V`` elements, so reading, averaging and growing it is what it is for a 1-D bias.
+    Raises ValueError for any other axis or shape (and for a scalar, which has no rows).
+    """
+    if axis == 0 and shape:
+        return shape
+    if axis == 1 and len(shape) == 2 and shape[0] == 1:
+        return (shape[1],)
+    raise ValueError(f"{name}: shape {list(shape)} has no vocabulary axis {axis}")
+
+
+def grown_shape(shape: tuple[int, ...], rows: int, axis: int = 0, name: str = "tensor") -> tuple[int, ...]:
+    """``shape`` with ``rows`` entries along the vocabulary ``axis`` (see :func:`rows_shape`)."""
+    rows_shape(shape, axis, name)  # validates
+    return (*shape[:axis], rows, *shape[axis + 1 :])
+
 
 @dataclass(frozen=True)
 class TensorEdit:
-    """Grow a tensor along dim 0 to ``new_rows`` and set the rows listed in ``indices`` to ``values``.
+    """Grow a tensor along its vocabulary ``axis`` to ``new_rows`` and set the rows in ``indices`` to ``values``.
 
-    ``values`` is float32 with shape ``(len(indices), *spec.shape[1:])``. Indices below the old row count overwrite
-    rows in place; every index from the old row count to ``new_rows - 1`` must be given, so no row is ever
-    left uninitialized.
+    ``axis`` is 0 (rows are slices along dim 0) or 1 for a ``(1, V)`` vocabulary buffer, whose rows are its
+    elements (see :meth:`TensorSpec.rows_view`). ``values`` is float32 with shape ``(len(indices), *row_shape)``
+    where ``row_shape`` is ``spec.rows_view(axis).shape[1:]`` (``shape[1:]`` for axis 0, ``()`` for a buffer).
+    Indices below the old row count overwrite rows in place; every index from the old row count to
+    ``new_rows - 1`` must be given, so no row is ever left uninitialized.
     """
 
     new_rows: int
     indices: tuple[int, ...] = ()
     values: np.ndarray = field(default_factory=lambda: np.zeros((0,), dtype=np.float32), compare=False)
+    axis: int = 0
 
     def check(self, spec: TensorSpec) -> None:
-        old_rows = spec.shape[0]
+        if not spec.shape:
+            raise ValueError(f"{spec.name}: a scalar tensor has no rows to edit")
+        view = spec.rows_view(self.axis)
+        old_rows = view.shape[0]
         if self.new_rows < old_rows:
             raise ValueError(f"{spec.name}: cannot shrink from {old_rows} to {self.new_rows} rows")
         if len(set(self.indices)) != len(self.indices):
@@ -92,11 +129,19 @@ class TensorEdit:
         missing = set(range(old_rows, self.new_rows)) - set(self.indices)
         if missing:
             raise ValueError(f"{spec.name}: new rows {sorted(missing)[:5]}... have no values")
-        expected = (len(self.indices), *spec.shape[1:])
+        expected = (len(self.indices), *view.shape[1:])
         if tuple(self.values.shape) != expected:
             raise ValueError(f"{spec.name}: values have shape {tuple(self.values.shape)}, expected {expected}")
         if self.indices and spec.dtype not in FLOAT_DTYPES:
             raise ValueError(f"{spec.name}: cannot write rows of dtype {spec.dtype}")
+
+    def grows(self, spec: TensorSpec) -> bool:
+        """Whether this edit adds rows to ``spec``."""
+        return self.new_rows != spec.rows_view(self.axis).shape[0]
+
+    def new_shape(self, spec: TensorSpec) -> tuple[int, ...]:
+        """The shape of ``spec`` after this edit."""
+        return grown_shape(spec.shape, self.new_rows, self.axis, spec.name)
 
 
 def decode(raw: bytes | bytearray | memoryview | np.ndarray, dtype: str) -> np.ndarray:
