@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import torch
 from click.testing import CliRunner, Result
+from helpers import error_codes
 from safetensors.torch import load_file
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
@@ -35,20 +36,6 @@ def audit_json(model: Path) -> tuple[int, dict[str, Any]]:
     result = run("audit", model, "--json")
     document = json.loads(result.stdout)
     return result.exit_code, document
-
-
-def error_codes(document: Any) -> set[str]:
-    """Every error finding's code anywhere in an ``audit --json`` document."""
-    codes: set[str] = set()
-    if isinstance(document, dict):
-        if document.get("severity") == "error" and isinstance(document.get("code"), str):
-            codes.add(document["code"])
-        for value in document.values():
-            codes |= error_codes(value)
-    elif isinstance(document, list):
-        for value in document:
-            codes |= error_codes(value)
-    return codes
 
 
 def config_vocab_size(model: Path) -> int:

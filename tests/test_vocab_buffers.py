@@ -21,6 +21,7 @@ import safetensors.torch
 import torch
 from checkpoints import CheckpointCache, WeightsFormat, build_bart
 from click.testing import CliRunner, Result
+from helpers import error_codes
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from vocabsurgeon.cli import main
@@ -85,20 +86,6 @@ def old_inputs(source: Path) -> dict[str, torch.Tensor]:
 def audit_json(model: Path) -> tuple[int, dict[str, Any]]:
     result = run("audit", model, "--json")
     return result.exit_code, json.loads(result.stdout)
-
-
-def error_codes(document: Any) -> set[str]:
-    """Every error finding's code anywhere in an ``audit --json`` document."""
-    codes: set[str] = set()
-    if isinstance(document, dict):
-        if document.get("severity") == "error" and isinstance(document.get("code"), str):
-            codes.add(document["code"])
-        for value in document.values():
-            codes |= error_codes(value)
-    elif isinstance(document, list):
-        for value in document:
-            codes |= error_codes(value)
-    return codes
 
 
 # --------------------------------------------------------------------------------------------------
