@@ -407,6 +407,16 @@ def test_weights_format_pytorch_writes_a_bin_that_transformers_5_loads(converted
     assert torch.equal(saved[BERT_EMBEDDING][:2000], original[BERT_EMBEDDING])
 
 
+def test_weights_format_pytorch_restores_tied_aliases_as_one_storage(converted: tuple[Path, Path]) -> None:
+    """transformers 4.x wrote a tied MLM decoder under its own name too; the .bin gets it back, sharing storage."""
+    source, out = converted
+    assert "cls.predictions.decoder.weight" not in state_dict(source)
+    saved = state_dict(out)
+    decoder = saved["cls.predictions.decoder.weight"]
+    assert decoder.untyped_storage().data_ptr() == saved[BERT_EMBEDDING].untyped_storage().data_ptr()
+    assert decoder.shape == saved[BERT_EMBEDDING].shape
+
+
 def test_weights_format_pytorch_from_sharded_safetensors_keeps_shards_and_index_totals(
     llama_sharded_dir: Path, tmp_path: Path
 ) -> None:
@@ -506,11 +516,6 @@ def test_weights_format_pytorch_loads_with_transformers_424(
 
 
 @pytest.mark.compat
-@pytest.mark.xfail(
-    strict=True,
-    reason="convert.py writes a tied .bin without the cls.predictions.decoder.weight alias that transformers 4.x"
-    " saved, so 4.24 lists it as missing and warns it was 'newly initialized' (it is re-tied, values are right)",
-)
 def test_converted_bin_has_no_missing_keys_for_transformers_424(tf424: tuple[dict[str, Any], Path]) -> None:
     report, _ = tf424
     assert report["mlm_missing"] == []

@@ -39,21 +39,31 @@ def convert_weights(
         source: single if count == 1 else pattern.format(i=i, n=count) for i, source in enumerate(weights.files, 1)
     }
     total = parameters = 0
+    aliases = tied_aliases(inventory.config) if target == "pytorch" else {}
+    alias_locations: dict[str, str] = {}
     for source, destination in renamed.items():
         tensors = _load(inventory.path(source), weights.format)
         for name, edit in edits.items():
             if weights.locations[name] == source:
                 tensors[name] = apply_edit(tensors[name], edit)
         if target == "safetensors":
-            tensors = _drop_shared(tensors)
+            tensors = _unique(tensors)  # safetensors refuses tensors that share memory
+        for alias, tied_to in aliases.items():
+            # transformers 4.x wrote tied weights under both names into pytorch_model.bin and reports a missing
+            # alias as "newly initialized": restore it as the same tensor (torch.save stores it once)
+            if alias not in weights.specs and tied_to in tensors and alias not in alias_locations:
+                tensors[alias] = tensors[tied_to]
+                alias_locations[alias] = destination
         total += _save(tensors, staging / destination, target)
         # as transformers' num_parameters(): a (1, V) vocabulary buffer (final_logits_bias) is no parameter
-        parameters += sum(t.numel() for name, t in tensors.items() if name not in edits or edits[name].axis == 0)
+        parameters += sum(
+            t.numel() for name, t in _unique(tensors).items() if name not in edits or edits[name].axis == 0
+        )
         if progress is not None:
             progress((staging / destination).stat().st_size)
         yield destination, True
     if count > 1 or weights.index is not None:
-        weight_map = {name: renamed[weights.locations[name]] for name in weights.specs}
+        weight_map = {name: renamed[weights.locations[name]] for name in weights.specs} | alias_locations
         document: dict[str, Any] = {"metadata": {"total_size": total}, "weight_map": weight_map}
         style = JsonStyle(indent=2)
         if weights.index is not None:
@@ -93,18 +103,35 @@ def _save(tensors: dict[str, Any], destination: Path, fmt: str) -> int:
         from .formats.torch_bin import write_state_dict
 
         write_state_dict(tensors, destination)
-    return sum(t.numel() * t.element_size() for t in tensors.values())
+    return sum(t.numel() * t.element_size() for t in _unique(tensors).values())
 
 
-def _drop_shared(tensors: dict[str, Any]) -> dict[str, Any]:
-    """safetensors refuses tensors sharing memory: keep the first name of each group (the input embedding comes
-    first in a state dict; transformers re-ties the others on load)."""
+def tied_aliases(config: Mapping[str, Any] | None) -> dict[str, str]:
+    """``{alias: original}`` of the tied weights transformers declares for the config's architectures
+    (``_tied_weights_keys``, a mapping since transformers 5); empty when it cannot tell."""
+    aliases: dict[str, str] = {}
+    try:
+        import transformers
+    except ImportError:
+        return aliases
+    for architecture in (config or {}).get("architectures") or []:
+        try:
+            keys = getattr(getattr(transformers, str(architecture), None), "_tied_weights_keys", None)
+        except Exception:  # a lazily imported model module that fails to import: no aliases from it
+            continue
+        if isinstance(keys, Mapping):
+            aliases.update({str(alias): str(original) for alias, original in keys.items()})
+    return aliases
+
+
+def _unique(tensors: dict[str, Any]) -> dict[str, Any]:
+    """One name per stored tensor (aliases of one tensor share their storage and count once)."""
     seen: set[tuple[int, int, tuple[int, ...]]] = set()
-    kept = {}
+    unique = {}
     for name, tensor in tensors.items():
         key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
         if tensor.numel() and key in seen:
             continue
         seen.add(key)
-        kept[name] = tensor
-    return kept
+        unique[name] = tensor
+    return unique
