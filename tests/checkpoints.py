@@ -575,6 +575,24 @@ def _iter_corpus(corpus: Iterable[str]) -> Iterator[str]:
 # --------------------------------------------------------------------------------------------------
 
 
+def tiny_llama(vocab_size: int, *, tie: bool = False, bos_token_id: int, eos_token_id: int) -> LlamaForCausalLM:
+    """The tiny ``LlamaForCausalLM`` (hidden 32, one layer, GQA) every Llama-style fixture uses, seeded."""
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=128,
+        tie_word_embeddings=tie,
+        bos_token_id=bos_token_id,
+        eos_token_id=eos_token_id,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
 def build_llama_bpe(
     path: Path,
     *,
@@ -644,21 +662,7 @@ def build_llama_bpe(
     )
     _write_json(path / "special_tokens_map.json", {"bos_token": LLAMA_BOS, "eos_token": LLAMA_EOS})
 
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=config_vocab_size or vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=128,
-        tie_word_embeddings=tie,
-        bos_token_id=bos_id,
-        eos_token_id=eos_id,
-    )
-    model = LlamaForCausalLM(config)
-    model.eval()
+    model = tiny_llama(config_vocab_size or vocab_size, tie=tie, bos_token_id=bos_id, eos_token_id=eos_id)
     reserved_ids = list(range(n_bpe + 2, vocab_size))
     with torch.no_grad():
         model.model.embed_tokens.weight[reserved_ids] = 0.0

@@ -159,3 +159,9 @@ def unigram_dir(checkpoint_cache: checkpoints.CheckpointCache, tmp_path: Path) -
 def minilm(tmp_path: Path) -> Path:
     """A private copy of the real all-MiniLM-L6-v2 (the installed package itself is never handed out)."""
     return Path(shutil.copytree(checkpoints.minilm_dir(), tmp_path / "all-MiniLM-L6-v2"))
+
+
+@pytest.fixture(scope="module")
+def minilm_src(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One private copy of MiniLM per test module, for module-scoped outputs built from it; tests only read it."""
+    return Path(shutil.copytree(checkpoints.minilm_dir(), tmp_path_factory.mktemp("src") / "all-MiniLM-L6-v2"))

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
-from checkpoints import minilm_dir
 from click.testing import CliRunner
 from transformers import AutoTokenizer
 
@@ -117,11 +115,6 @@ class Remapped:
                 "texts": list(PLAIN_TEXTS),
             },
         )
-
-
-@pytest.fixture(scope="module")
-def minilm_src(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return Path(shutil.copytree(minilm_dir(), tmp_path_factory.mktemp("src424") / "all-MiniLM-L6-v2"))
 
 
 @pytest.fixture(scope="module")

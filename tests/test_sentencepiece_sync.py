@@ -20,11 +20,10 @@ from typing import Any
 
 import pytest
 import sentencepiece as spm
-import torch
-from checkpoints import CheckpointCache, build_llama_bpe, english_corpus
+from checkpoints import CheckpointCache, build_llama_bpe, english_corpus, tiny_llama
 from click.testing import CliRunner, Result
 from sentencepiece import sentencepiece_model_pb2 as pb2
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers import AutoTokenizer
 
 from vocabsurgeon.cli import main
 from vocabsurgeon.errors import CheckpointFormatError
@@ -374,21 +373,7 @@ def build_llama2_spm(path: Path, *, vocab_size: int = 400, unused: int = 10) -> 
     config["added_tokens_decoder"] = {str(t["id"]): {k: t[k] for k in keys} for t in added}
     write_json(path / "tokenizer_config.json", config)
     write_json(path / "special_tokens_map.json", specials)
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=vocab_size,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            num_key_value_heads=1,
-            max_position_embeddings=128,
-            bos_token_id=1,
-            eos_token_id=2,
-        )
-    )
-    model.save_pretrained(path)
+    tiny_llama(vocab_size, bos_token_id=1, eos_token_id=2).save_pretrained(path)
     return path
 
 

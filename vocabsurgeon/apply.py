@@ -28,7 +28,7 @@ from .families import family_named
 from .formats.json_file import JsonStyle, dump_json, patch_json, read_json_object
 from .formats.vocab_txt import dump_vocab_txt
 from .formats.weights import Progress, TensorEdit, TensorSpec
-from .inventory import MANIFEST, Inventory, WeightSet, read_inventory
+from .inventory import MANIFEST, Inventory, WeightSet
 from .plan import Init, Plan
 from .tokenizer_edit import apply_placements, docs_from_inventory
 from .vocab_tensors import find_vocab_tensors, text_config
@@ -63,14 +63,16 @@ def apply_plan(
     """Write ``plan`` applied to ``inventory`` at ``out``, atomically."""
     target = Path(out).expanduser().absolute()
     _check_output(inventory, target, force)
-    if plan.fingerprints and plan.fingerprints != source_fingerprints(inventory):
+    # a saved plan is checked against the source now; otherwise the fingerprints are taken while the weights stream
+    fingerprints = source_fingerprints(inventory) if plan.fingerprints else None
+    if fingerprints is not None and plan.fingerprints != fingerprints:
         raise SourceChangedError(
             "the source changed since this plan was made", path=inventory.root, hint="make a new plan"
         )
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = _make_staging(target)
     try:
-        written, copied = _build(inventory, plan, staging, progress, extra_manifest or {})
+        written, copied = _build(inventory, plan, staging, progress, fingerprints, extra_manifest or {})
         if verify is not None:
             try:
                 verify(staging, inventory, plan)
@@ -125,14 +127,20 @@ def _move_into_place(staging: Path, target: Path) -> None:
 
 
 def _build(
-    inventory: Inventory, plan: Plan, staging: Path, progress: Progress | None, extra_manifest: dict[str, Any]
+    inventory: Inventory,
+    plan: Plan,
+    staging: Path,
+    progress: Progress | None,
+    fingerprints: dict[str, str] | None,
+    extra_manifest: dict[str, Any],
 ) -> tuple[list[str], list[str]]:
     # The weights stream in a worker thread (copy_file_range and file writes release the GIL) while this thread
     # renders the tokenizer files and the manifest: the surgery then takes about as long as the weight copy.
     with ThreadPoolExecutor(max_workers=1) as pool:
         weights_done = pool.submit(_write_all_weights, inventory, plan, staging, progress)
         written, copied = _write_other_files(inventory, plan, staging)
-        manifest = build_manifest(inventory, plan, extra_manifest)
+        fingerprints = fingerprints if fingerprints is not None else source_fingerprints(inventory)
+        manifest = build_manifest(inventory, plan, fingerprints, extra_manifest)
         for relative, changed in weights_done.result():
             (written.setdefault(relative, None) if changed else copied.append(relative))
     (staging / MANIFEST).write_text(dump_json(manifest, JsonStyle(indent=2)), encoding="utf-8")
@@ -368,7 +376,9 @@ def source_fingerprints(inventory: Inventory) -> dict[str, str]:
     return out
 
 
-def build_manifest(inventory: Inventory, plan: Plan, extra: dict[str, Any]) -> dict[str, Any]:
+def build_manifest(
+    inventory: Inventory, plan: Plan, fingerprints: dict[str, str], extra: dict[str, Any]
+) -> dict[str, Any]:
     """vocabsurgeon.json: what was done, from what, by which version. Earlier surgeries' tokens are kept so that
     their ids stay taken."""
     previous = inventory.manifest or {}
@@ -394,12 +404,8 @@ def build_manifest(inventory: Inventory, plan: Plan, extra: dict[str, Any]) -> d
         "version": __version__,
         "operation": plan.operation,
         "source": str(inventory.source),
-        "source_files": source_fingerprints(inventory),
+        "source_files": fingerprints,
         **extra,
         "tokens": tokens,
         "history": history,
     }
-
-
-def reread(out: Path) -> Inventory:
-    return read_inventory(out)

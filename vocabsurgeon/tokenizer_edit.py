@@ -70,8 +70,6 @@ def apply_placements(docs: TokenizerDocs, plan: Plan, inventory: Inventory) -> N
     for placement in plan.placements:
         if placement.mode == "special":
             _add_special(docs, placement.content)
-        elif placement.mode == "added" and in_model[placement.id] and family.can_hold_whole_word():
-            _add_never_split(docs, placement.content)
 
 
 def added_entry(placement: Placement) -> dict[str, Any]:
@@ -146,15 +144,3 @@ def _append_token(values: list[Any], content: str) -> list[Any]:
         template.update(content=content, lstrip=False, rstrip=False, single_word=False, normalized=False)
         return [*values, template]
     return [*values, content]
-
-
-def _add_never_split(docs: TokenizerDocs, content: str) -> None:
-    """transformers 4.x's slow BertTokenizer splits punctuation before looking words up and ignores added tokens
-    that are already in the vocabulary; ``never_split`` is how it keeps ``covid-19`` whole."""
-    if docs.tokenizer_config is None:
-        return
-    never_split = docs.tokenizer_config.get("never_split")
-    values = list(never_split) if isinstance(never_split, list) else []
-    if content not in values:
-        values.append(content)
-    docs.tokenizer_config["never_split"] = values

@@ -15,9 +15,16 @@ class WordPiece(Family):
         return True
 
     def keep_whole(self, docs: TokenizerDocs, tokens: list[str]) -> None:
-        """tokenizers 0.13 (transformers 4.24's fast tokenizer) splits ``covid-19`` despite the added token; an
-        exact rewrite of BertPreTokenizer that keeps it whole lets WordPiece find it (see bert_split)."""
-        if docs.tokenizer_json is None or not tokens:
+        """Both transformers 4.x BERT tokenizers split ``covid-19`` despite the added token. The slow one splits
+        punctuation before it looks words up: ``never_split`` keeps the word. The fast one (tokenizers 0.13) ignores
+        added tokens already in the vocabulary: an exact rewrite of BertPreTokenizer keeps it (see bert_split)."""
+        if not tokens:
+            return
+        if docs.tokenizer_config is not None:
+            never_split = docs.tokenizer_config.get("never_split")
+            kept = list(never_split) if isinstance(never_split, list) else []
+            docs.tokenizer_config["never_split"] = kept + [t for t in tokens if t not in kept]
+        if docs.tokenizer_json is None:
             return
         current = docs.tokenizer_json.get("pre_tokenizer")
         if not is_replaceable(current):

@@ -33,8 +33,3 @@ def read_vocab_txt(path: str | Path) -> list[str]:
     except UnicodeDecodeError as error:
         raise CheckpointFormatError(f"not UTF-8 text (byte {error.start})", path=path) from None
     return parse_vocab_txt(text)
-
-
-def write_vocab_txt(path: Path, tokens: list[str]) -> None:
-    with open(path, "x", encoding="utf-8", newline="\n") as handle:
-        handle.write(dump_vocab_txt(tokens))
