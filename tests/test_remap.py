@@ -14,6 +14,7 @@ import os
 import shutil
 import stat
 import struct
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ from vocabsurgeon.formats import safetensors_stream
 from vocabsurgeon.inventory import read_inventory
 from vocabsurgeon.planner import TokenRequest, plan_surgery
 from vocabsurgeon.slots import find_slots, is_placeholder
-from vocabsurgeon.verify import check_or_raise
+from vocabsurgeon.verify import Check, Verifier
 
 NEW_TOKENS = ("COVID", "hospitalization", "COVID-19")
 SPECIAL = "[special1]"
@@ -118,7 +119,7 @@ def tensor_data_offset(path: Path, name: str) -> int:
 def library_remap(src: Path, out: Path, requests: list[TokenRequest], **kwargs: Any) -> None:
     inventory = read_inventory(src)
     plan = plan_surgery(inventory, requests, "remap")
-    apply_plan(inventory, plan, out, verify=lambda staging, inv, _plan: check_or_raise(staging, inv), **kwargs)
+    apply_plan(inventory, plan, out, verify=Verifier("full"), **kwargs)
 
 
 MINILM_REQUESTS = [*(TokenRequest(t) for t in NEW_TOKENS), TokenRequest(SPECIAL, special=True)]
@@ -591,23 +592,31 @@ class _DiskFillsUp:
         self.limit = limit
         self.written = 0
         self.failed_at: int | None = None
+        self.lock = threading.Lock()  # the writer copies in several threads
 
     def __getattr__(self, name: str) -> Any:
         return getattr(os, name)
 
-    def _account(self, count: int, fd: int) -> None:
-        if self.written + count > self.limit:
-            self.failed_at = os.fstat(fd).st_size
-            raise OSError(errno.ENOSPC, "No space left on device (injected)")
-        self.written += count
+    def _account(self, count: int) -> None:
+        with self.lock:
+            if self.written + count > self.limit:
+                self.failed_at = self.written
+                raise OSError(errno.ENOSPC, "No space left on device (injected)")
+            self.written += count
 
     def write(self, fd: int, data: Any) -> int:
-        self._account(len(data), fd)
+        self._account(len(data))
         return os.write(fd, data)
 
-    def copy_file_range(self, src: int, dst: int, count: int, offset_src: int | None = None) -> int:
-        self._account(count, dst)
-        return os.copy_file_range(src, dst, count, offset_src)
+    def pwrite(self, fd: int, data: Any, offset: int) -> int:
+        self._account(len(data))
+        return os.pwrite(fd, data, offset)
+
+    def copy_file_range(
+        self, src: int, dst: int, count: int, offset_src: int | None = None, offset_dst: int | None = None
+    ) -> int:
+        self._account(count)
+        return os.copy_file_range(src, dst, count, offset_src, offset_dst)
 
 
 def test_weights_writer_failing_half_way_leaves_nothing(
@@ -633,12 +642,11 @@ def test_weights_writer_failing_half_way_leaves_nothing(
     assert tree_hashes(minilm_src) == before
 
 
-def test_verification_failure_leaves_nothing(bert_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import vocabsurgeon.verify as verify_module
-
-    monkeypatch.setattr(
-        verify_module, "verify_checkpoint", lambda out, against=None, **_: [verify_module.Check("injected", False)]
-    )
+@pytest.mark.parametrize("phase", ["tokenizer_checks", "weight_checks"])
+def test_verification_failure_leaves_nothing(
+    bert_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, phase: str
+) -> None:
+    monkeypatch.setattr(Verifier, phase, lambda self, output, source: [Check("injected", False)])
     out = tmp_path / "out"
     result = invoke("remap", bert_dir, "--out", out, "--token", "zqa")
     assert result.exit_code == 1
@@ -649,11 +657,7 @@ def test_verification_failure_leaves_nothing(bert_dir: Path, tmp_path: Path, mon
 
 
 def test_verification_failure_names_the_output(bert_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import vocabsurgeon.verify as verify_module
-
-    monkeypatch.setattr(
-        verify_module, "verify_checkpoint", lambda out, against=None, **_: [verify_module.Check("injected", False)]
-    )
+    monkeypatch.setattr(Verifier, "weight_checks", lambda self, output, source: [Check("injected", False)])
     out = tmp_path / "out"
     result = invoke("remap", bert_dir, "--out", out, "--token", "zqa")
     assert error_line(result).startswith(f"vocabsurgeon: error: {out}: verification failed")
@@ -701,6 +705,48 @@ def test_verify_passes_on_a_good_output(cli_out: Path, minilm_src: Path) -> None
     assert result.stdout.rstrip().endswith(f"{cli_out}: ok")
 
 
+def test_quick_verify_passes_on_a_good_output(cli_out: Path, minilm_src: Path) -> None:
+    result = invoke("verify", cli_out, "--against", minilm_src, "--quick")
+    assert result.exit_code == 0, result.output
+    assert "tokenizers tokenizer loads" in result.stdout
+    assert "non-vocabulary tensors unchanged (sampled rows)" in result.stdout
+
+
+def test_quick_verify_fails_on_a_shifted_tensor(tampered: Path, minilm_src: Path) -> None:
+    """Data written one element off (an offset bug) changes every sampled row."""
+    weights = tampered / "model.safetensors"
+    name = "encoder.layer.0.attention.self.query.weight"
+    start = tensor_data_offset(weights, name)
+    with open(weights, "r+b") as handle:
+        handle.seek(start)
+        data = handle.read(384 * 384 * 4)
+        handle.seek(start)
+        handle.write(data[4:] + data[:4])
+    result = invoke("verify", tampered, "--against", minilm_src, "--quick")
+    assert result.exit_code == 1
+    assert [line.split(":")[0] for line in _fail_lines(result)] == [
+        "FAIL non-vocabulary tensors unchanged (sampled rows)"
+    ]
+    assert name in _fail_lines(result)[0]
+
+
+def test_quick_verify_compares_the_rows_beside_a_placed_id(tampered: Path, minilm_src: Path) -> None:
+    placed = max(placed_ids(tampered).values())  # the row after the last placed one is an untouched slot
+    weights = tampered / "model.safetensors"
+    _flip_byte(weights, tensor_data_offset(weights, MINILM_EMBEDDING) + (placed + 1) * 384 * 4 + 3)
+    result = invoke("verify", tampered, "--against", minilm_src, "--quick")
+    assert result.exit_code == 1
+    assert [line.split(":")[0] for line in _fail_lines(result)] == ["FAIL old rows unchanged (sampled rows)"]
+
+
+def test_quick_verify_samples_rows_and_full_verify_reads_them_all(tampered: Path, minilm_src: Path) -> None:
+    """The trade-off of the quick level, pinned: a flipped bit in an unsampled row is found by the full one only."""
+    weights = tampered / "model.safetensors"
+    _flip_byte(weights, tensor_data_offset(weights, "encoder.layer.0.attention.self.query.weight") + 101 * 384 * 4)
+    assert invoke("verify", tampered, "--against", minilm_src, "--quick").exit_code == 0
+    assert invoke("verify", tampered, "--against", minilm_src).exit_code == 1
+
+
 @pytest.fixture
 def tampered(cli_out: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(cli_out, tmp_path / "tampered"))
@@ -735,22 +781,24 @@ def test_verify_fails_on_a_changed_old_row(tampered: Path, minilm_src: Path) -> 
     assert [line.split(":")[0] for line in _fail_lines(result)] == ["FAIL old rows unchanged"]
 
 
-def test_verify_fails_on_moved_ids_in_tokenizer_json(tampered: Path, minilm_src: Path) -> None:
+@pytest.mark.parametrize("level", [[], ["--quick"]], ids=["full", "quick"])
+def test_verify_fails_on_moved_ids_in_tokenizer_json(tampered: Path, minilm_src: Path, level: list[str]) -> None:
     document = json.loads((tampered / "tokenizer.json").read_text(encoding="utf-8"))
     vocab = document["model"]["vocab"]
     vocab["was"], vocab["he"] = vocab["he"], vocab["was"]
     (tampered / "tokenizer.json").write_text(json.dumps(document), encoding="utf-8")
-    result = invoke("verify", tampered, "--against", minilm_src)
+    result = invoke("verify", tampered, "--against", minilm_src, *level)
     assert result.exit_code == 1
     fails = _fail_lines(result)
     assert any(line.startswith("FAIL original tokens keep their ids") for line in fails), result.stdout
 
 
-def test_verify_fails_on_swapped_vocab_txt_lines(tampered: Path, minilm_src: Path) -> None:
+@pytest.mark.parametrize("level", [[], ["--quick"]], ids=["full", "quick"])
+def test_verify_fails_on_swapped_vocab_txt_lines(tampered: Path, minilm_src: Path, level: list[str]) -> None:
     lines = (tampered / "vocab.txt").read_text(encoding="utf-8").split("\n")
     lines[2000], lines[2001] = lines[2001], lines[2000]
     (tampered / "vocab.txt").write_text("\n".join(lines), encoding="utf-8")
-    result = invoke("verify", tampered, "--against", minilm_src)
+    result = invoke("verify", tampered, "--against", minilm_src, *level)
     assert result.exit_code == 1
     assert _fail_lines(result)
 

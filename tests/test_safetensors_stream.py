@@ -472,6 +472,7 @@ def test_copy_falls_back_without_copy_file_range(
 
 def test_progress_moves_in_bounded_steps(model_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sts, "CHUNK_BYTES", 16)
+    monkeypatch.setattr(sts, "COPY_JOB_BYTES", 16)
     written: list[int] = []
     out = tmp_path / "out.safetensors"
     source = safetensors.torch.load_file(str(model_file))
@@ -605,3 +606,22 @@ def test_a_full_disk_is_not_mistaken_for_a_missing_copy_file_range(
     ):
         sts.copy_range(src.fileno(), dst.fileno(), 0, 1000)
     assert raised.value.errno == errno_module.ENOSPC
+
+
+@pytest.mark.parametrize("streams", [1, 8])
+def test_copy_streams_write_the_same_bytes(
+    model_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, streams: int
+) -> None:
+    """Jobs finish in any order, each at its own offset: many small jobs on many threads give the same file."""
+    source = safetensors.torch.load_file(str(model_file))
+    edits = _grow_edits(source, np.random.default_rng(6))
+    reference = tmp_path / "reference.safetensors"
+    sts.write_edited(model_file, reference, edits)
+    monkeypatch.setattr(sts, "COPY_JOB_BYTES", 4096)
+    monkeypatch.setattr(sts, "COPY_STREAMS", streams)
+    out = tmp_path / "out.safetensors"
+    sts.write_edited(model_file, out, edits)
+    assert out.read_bytes() == reference.read_bytes()
+    unchanged = tmp_path / "unchanged.safetensors"
+    sts.write_edited(model_file, unchanged, {})
+    assert unchanged.read_bytes() == model_file.read_bytes()

@@ -14,7 +14,7 @@ import secrets
 import shutil
 import tempfile
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,14 +23,15 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .errors import OutputExistsError, SourceChangedError, UnsupportedCheckpointError, VerificationError
+from .errors import OutputExistsError, SourceChangedError, UnsupportedCheckpointError
 from .families import family_named
 from .formats.json_file import JsonStyle, dump_json, patch_json, read_json_object
 from .formats.vocab_txt import dump_vocab_txt
 from .formats.weights import Progress, TensorEdit, TensorSpec
-from .inventory import MANIFEST, Inventory, WeightSet
+from .inventory import MANIFEST, Inventory, WeightSet, read_inventory, with_weights
 from .plan import Init, Plan
 from .tokenizer_edit import apply_placements, docs_from_inventory
+from .verify import Check, Level, Verifier, raise_on_failures
 from .vocab_tensors import find_vocab_tensors, text_config
 
 QUICK_FINGERPRINT_ABOVE = 64 << 20
@@ -44,10 +45,11 @@ class Result:
     plan: Plan
     files_written: tuple[str, ...]
     files_copied: tuple[str, ...]
-    verified: bool
+    verification: Level | None
 
-
-Verifier = Callable[[Path, Inventory, Plan], None]
+    @property
+    def verified(self) -> bool:
+        return self.verification is not None
 
 
 def apply_plan(
@@ -60,7 +62,8 @@ def apply_plan(
     progress: Progress | None = None,
     extra_manifest: dict[str, Any] | None = None,
 ) -> Result:
-    """Write ``plan`` applied to ``inventory`` at ``out``, atomically."""
+    """Write ``plan`` applied to ``inventory`` at ``out``, atomically; with ``verify``, only if every check of the
+    output passes (VerificationError lists those that fail)."""
     target = Path(out).expanduser().absolute()
     _check_output(inventory, target, force)
     # a saved plan is checked against the source now; otherwise the fingerprints are taken while the weights stream
@@ -72,17 +75,13 @@ def apply_plan(
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = _make_staging(target)
     try:
-        written, copied = _build(inventory, plan, staging, progress, fingerprints, extra_manifest or {})
-        if verify is not None:
-            try:
-                verify(staging, inventory, plan)
-            except VerificationError as error:  # name the output the user asked for, not the staging directory
-                raise VerificationError(error.violations, path=target) from None
+        written, copied, checks = _build(inventory, plan, staging, progress, fingerprints, extra_manifest or {}, verify)
+        raise_on_failures(checks, target)  # names the output the user asked for, not the staging directory
         _move_into_place(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return Result(target, plan, tuple(written), tuple(copied), verify is not None)
+    return Result(target, plan, tuple(written), tuple(copied), verify.level if verify is not None else None)
 
 
 def _make_staging(target: Path) -> Path:
@@ -133,18 +132,26 @@ def _build(
     progress: Progress | None,
     fingerprints: dict[str, str] | None,
     extra_manifest: dict[str, Any],
-) -> tuple[list[str], list[str]]:
+    verify: Verifier | None,
+) -> tuple[list[str], list[str], list[Check]]:
     # The weights stream in a worker thread (copy_file_range and file writes release the GIL) while this thread
-    # renders the tokenizer files and the manifest: the surgery then takes about as long as the weight copy.
+    # renders the tokenizer files and the manifest, then checks them: the surgery then takes about as long as
+    # the weight copy.
+    checks: list[Check] = []
     with ThreadPoolExecutor(max_workers=1) as pool:
         weights_done = pool.submit(_write_all_weights, inventory, plan, staging, progress)
         written, copied = _write_other_files(inventory, plan, staging)
         fingerprints = fingerprints if fingerprints is not None else source_fingerprints(inventory)
         manifest = build_manifest(inventory, plan, fingerprints, extra_manifest)
+        (staging / MANIFEST).write_text(dump_json(manifest, JsonStyle(indent=2)), encoding="utf-8")
+        output = read_inventory(staging, weights=False) if verify is not None else None
+        if verify is not None and output is not None:
+            checks += verify.tokenizer_checks(output, inventory)
         for relative, changed in weights_done.result():
             (written.setdefault(relative, None) if changed else copied.append(relative))
-    (staging / MANIFEST).write_text(dump_json(manifest, JsonStyle(indent=2)), encoding="utf-8")
-    return sorted({*written, MANIFEST}), copied
+    if verify is not None and output is not None:
+        checks += verify.weight_checks(with_weights(output), inventory)
+    return sorted({*written, MANIFEST}), copied, checks
 
 
 def _write_all_weights(
@@ -254,7 +261,7 @@ def _write_weights(
         mine = {name: edit for name, edit in edits.items() if weights.locations[name] == relative}
         destination = staging / relative
         destination.parent.mkdir(parents=True, exist_ok=True)
-        if mine:
+        if mine or weights.format == "safetensors":  # an unchanged safetensors file is copied in parallel streams
             module.write_edited(inventory.path(relative), destination, mine, progress)
         else:
             _copy(inventory.path(relative), destination)

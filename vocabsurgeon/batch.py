@@ -181,11 +181,12 @@ def outputs_for(models: Sequence[Path], out_root: Path) -> dict[Path, Path]:
     return outputs
 
 
-def run_one(model: str, output: str, recipe: Recipe, dry_run: bool) -> Outcome:
-    """Plan and apply the recipe to one directory; every error becomes a failed Outcome (never raised)."""
+def run_one(model: str, output: str, recipe: Recipe, dry_run: bool, verify: str | None = "quick") -> Outcome:
+    """Plan and apply the recipe to one directory; every error becomes a failed Outcome (never raised).
+    ``verify``: the verification level ("quick", "full") or None for none."""
     start = time.perf_counter()
     try:
-        return _run_one(Path(model), Path(output), recipe, dry_run, start)
+        return _run_one(Path(model), Path(output), recipe, dry_run, verify, start)
     except VocabSurgeonError as error:
         return Outcome(model, output, "failed", seconds=time.perf_counter() - start, reason=str(error))
     except Exception as error:  # isolate a bug to its directory too
@@ -193,12 +194,13 @@ def run_one(model: str, output: str, recipe: Recipe, dry_run: bool) -> Outcome:
         return Outcome(model, output, "failed", seconds=time.perf_counter() - start, reason=reason)
 
 
-def _run_one(model: Path, output: Path, recipe: Recipe, dry_run: bool, start: float) -> Outcome:
+def _run_one(model: Path, output: Path, recipe: Recipe, dry_run: bool, verify: str | None, start: float) -> Outcome:
     from .apply import apply_plan, source_fingerprints
     from .audit import audit
+    from .backend import load_backend
     from .inventory import MANIFEST, read_inventory
     from .planner import Options, TokenRequest, plan_surgery
-    from .verify import check_or_raise
+    from .verify import Verifier
 
     inventory = read_inventory(model)
     report = audit(inventory)
@@ -223,7 +225,8 @@ def _run_one(model: Path, output: Path, recipe: Recipe, dry_run: bool, start: fl
         pad_to_multiple_of=recipe.pad_to_multiple_of,
         weights_format=recipe.weights_format,  # type: ignore[arg-type]  # checked by read_recipe
     )
-    plan = plan_surgery(inventory, requests, recipe.strategy, options)
+    backend = load_backend(inventory)
+    plan = plan_surgery(inventory, requests, recipe.strategy, options, backend=backend)
     outcome = Outcome(
         str(model),
         str(output),
@@ -238,7 +241,7 @@ def _run_one(model: Path, output: Path, recipe: Recipe, dry_run: bool, start: fl
             plan,
             output,
             force=force,
-            verify=lambda out, source, _plan: check_or_raise(out, source),
+            verify=Verifier(verify, source_backend=backend) if verify else None,  # type: ignore[arg-type]
             extra_manifest={"recipe_hash": recipe.hash},
         )
     return Outcome(**{**asdict(outcome), "seconds": time.perf_counter() - start})
@@ -251,6 +254,7 @@ def run_batch(
     *,
     jobs: int | None = None,
     dry_run: bool = False,
+    verify: str | None = "quick",
     on_done: Callable[[Outcome], None] | None = None,
 ) -> list[Outcome]:
     """Run every directory (in ``jobs`` processes); outcomes in the order of ``models``."""
@@ -259,14 +263,14 @@ def run_batch(
     results: dict[Path, Outcome] = {}
     if jobs == 1:
         for model in models:
-            results[model] = run_one(str(model), str(outputs[model]), recipe, dry_run)
+            results[model] = run_one(str(model), str(outputs[model]), recipe, dry_run, verify)
             if on_done:
                 on_done(results[model])
     else:
         # spawn, not fork: a forked child inherits locks held by the parent's threads (tokenizers' and torch's
         # thread pools, a caller's own) and can hang forever; spawned workers start clean.
         with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {pool.submit(run_one, str(m), str(outputs[m]), recipe, dry_run): m for m in models}
+            futures = {pool.submit(run_one, str(m), str(outputs[m]), recipe, dry_run, verify): m for m in models}
             for future in as_completed(futures):
                 results[futures[future]] = future.result()
                 if on_done:

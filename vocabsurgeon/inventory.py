@@ -10,7 +10,7 @@ import hashlib
 import os
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -167,10 +167,13 @@ def _cached_snapshot(repo_id: str) -> Path | None:
         return None
 
 
-def read_inventory(model: str | os.PathLike[str]) -> Inventory:
-    """Read everything but tensor data. Raises a VocabSurgeonError naming the file for any unreadable input."""
+def read_inventory(model: str | os.PathLike[str], *, weights: bool = True) -> Inventory:
+    """Read everything but tensor data. Raises a VocabSurgeonError naming the file for any unreadable input.
+
+    With ``weights=False`` the weight files are neither listed nor read (they may still be being written): see
+    :func:`with_weights`."""
     root = resolve_model(model)
-    files = tuple(sorted(_list_files(root)))
+    files = tuple(sorted(name for name in _list_files(root) if weights or not _is_weight_file(name)))
     texts: dict[str, str] = {}
     config, config_style = _read_optional_object(root, files, "config.json", texts)
     tokenizer_json, tokenizer_json_style = _read_optional_object(root, files, "tokenizer.json", texts)
@@ -205,10 +208,16 @@ def read_inventory(model: str | os.PathLike[str]) -> Inventory:
         special_tokens_map_style=special_map_style,
         added_tokens_json=added_tokens_json,
         vocabulary=vocabulary,
-        weights=tuple(_read_weight_sets(root, files)),
+        weights=tuple(_read_weight_sets(root, files)) if weights else (),
         manifest=manifest,
         texts=texts,
     )
+
+
+def with_weights(inventory: Inventory) -> Inventory:
+    """``inventory`` (read with ``weights=False``) with its files listed anew and its weight headers read."""
+    files = tuple(sorted(_list_files(inventory.root)))
+    return replace(inventory, files=files, weights=tuple(_read_weight_sets(inventory.root, files)))
 
 
 def require_tokenizer(inventory: Inventory) -> Vocabulary:
@@ -237,6 +246,13 @@ def _read_optional_object(
         raise CheckpointFormatError(f"expected a JSON object, found {type(value).__name__}", path=root / name)
     texts[name] = text
     return value, style
+
+
+WEIGHT_FILE_SUFFIXES = (".safetensors", ".bin", ".safetensors.index.json", ".bin.index.json")
+
+
+def _is_weight_file(name: str) -> bool:
+    return name.endswith(WEIGHT_FILE_SUFFIXES)
 
 
 def _read_weight_sets(root: Path, files: tuple[str, ...]) -> Iterable[WeightSet]:

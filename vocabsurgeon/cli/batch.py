@@ -11,6 +11,7 @@ import click
 from ..batch import Outcome, expand_models, read_recipe, run_batch
 from . import main
 from .output import emit_json, json_option, table
+from .surgery import verify_options
 
 
 @main.command()
@@ -24,10 +25,20 @@ from .output import emit_json, json_option, table
 )
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=None, help="Parallel processes (default: CPUs).")
 @click.option("--dry-run", is_flag=True, help="Plan every directory and write nothing.")
+@verify_options[0]
+@verify_options[1]
 @click.option("-q", "--quiet", is_flag=True, help="No per-directory progress.")
 @json_option
 def batch(
-    recipe: Path, models: tuple[str, ...], out_root: Path, jobs: int | None, dry_run: bool, quiet: bool, as_json: bool
+    recipe: Path,
+    models: tuple[str, ...],
+    out_root: Path,
+    jobs: int | None,
+    dry_run: bool,
+    verify_level: str,
+    no_verify: bool,
+    quiet: bool,
+    as_json: bool,
 ) -> None:
     """Apply RECIPE to every MODEL directory, in parallel, failures isolated.
 
@@ -56,7 +67,8 @@ def batch(
         where = "" if detail else f" {outcome.model}"
         click.echo(f"{prefix}[{done[0]}/{len(directories)}] {outcome.status:<7}{where}{detail}", err=True)
 
-    outcomes = run_batch(parsed, directories, out_root, jobs=jobs, dry_run=dry_run, on_done=report)
+    verify = None if no_verify else verify_level
+    outcomes = run_batch(parsed, directories, out_root, jobs=jobs, dry_run=dry_run, verify=verify, on_done=report)
     failed = [o for o in outcomes if o.status == "failed"]
     if as_json:
         emit_json(

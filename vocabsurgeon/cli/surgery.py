@@ -12,12 +12,12 @@ from typing import Any
 import click
 
 from ..apply import Result, apply_plan, source_fingerprints
+from ..backend import Backend, load_backend
 from ..errors import CheckpointNotFoundError
 from ..inventory import Inventory, read_inventory
 from ..plan import INITS, Operation, Plan, load_plan, save_plan
 from ..planner import Options, TokenRequest, parse_tokens_file, plan_resize, plan_surgery
-from ..prefetch import prefetch_weights
-from ..verify import check_or_raise, verify_checkpoint
+from ..verify import LEVELS, Verifier, verify_checkpoint
 from . import main
 from .output import emit_json, json_option, table
 
@@ -58,13 +58,33 @@ def write_options(function: Callable[..., Any]) -> Callable[..., Any]:
                 type=click.Path(dir_okay=False, path_type=Path),
                 help="Also save the plan as JSON (with fingerprints of the source) for `vocabsurgeon apply`.",
             ),
-            click.option("--no-verify", is_flag=True, help="Skip reloading the output with transformers."),
+            *verify_options,
             click.option("-q", "--quiet", is_flag=True, help="No progress bar."),
             json_option,
         ]
     ):
         function = decorator(function)
     return function
+
+
+verify_options = [
+    click.option(
+        "--verify",
+        "verify_level",
+        type=click.Choice(LEVELS),
+        default="quick",
+        show_default=True,
+        help="Check the output before renaming it into place. quick: encode with the tokenizers library "
+        "(transformers' fast tokenizer engine), check sizes and ids, compare sampled bytes of every tensor. "
+        "full: also reload with transformers and compare every byte (as `vocabsurgeon verify --against`).",
+    ),
+    click.option("--no-verify", is_flag=True, help="Do not check the output."),
+]
+
+
+def make_verifier(kw: dict[str, Any], backend: Backend | None = None) -> Verifier | None:
+    """The --verify/--no-verify choice as a Verifier (None: no checks)."""
+    return None if kw["no_verify"] else Verifier(kw["verify_level"], source_backend=backend)
 
 
 def init_option(default_help: str) -> Callable[..., Any]:
@@ -177,9 +197,8 @@ def resize(model: str, to: str, **kwargs: Any) -> None:
 
 
 def _surgery(model: str, operation: Operation, **kw: Any) -> None:
-    if not kw["dry_run"]:
-        prefetch_weights(model)  # the disk reads the weights while we parse and plan
     inventory = read_inventory(model)
+    backend = None
     options = Options(
         init=kw.get("init"), pad_to_multiple_of=kw.get("pad_to_multiple_of"), weights_format=kw.get("weights_format")
     )
@@ -187,7 +206,8 @@ def _surgery(model: str, operation: Operation, **kw: Any) -> None:
         plan = plan_resize(inventory, kw.get("resize_to"), options)
     else:
         requests = collect_requests(kw["tokens"], kw["special_tokens"], kw["tokens_file"], kw["special_tokens_file"])
-        plan = plan_surgery(inventory, requests, operation, options)
+        backend = load_backend(inventory)  # loaded once: planning and verification both use it
+        plan = plan_surgery(inventory, requests, operation, options, backend=backend)
     if kw["save_plan"] is not None:
         plan = replace(plan, fingerprints=source_fingerprints(inventory))
         save_plan(plan, kw["save_plan"], force=kw["force"])
@@ -201,25 +221,27 @@ def _surgery(model: str, operation: Operation, **kw: Any) -> None:
         return
     if kw["out"] is None:
         raise click.UsageError("--out is required (unless --dry-run)")
-    _execute(inventory, plan, **kw)
+    _execute(inventory, plan, backend, **kw)
 
 
-def _execute(inventory: Inventory, plan: Plan, **kw: Any) -> None:
-    verifier = None if kw["no_verify"] else (lambda out, source, _plan: check_or_raise(out, source))
+def _execute(inventory: Inventory, plan: Plan, backend: Backend | None = None, **kw: Any) -> None:
+    verifier = make_verifier(kw, backend)
     with progress_bar(inventory, quiet=kw["quiet"] or kw["as_json"]) as progress:
         result = apply_plan(inventory, plan, kw["out"], force=kw["force"], verify=verifier, progress=progress)
     if kw["as_json"]:
         emit_json(result_json(result))
     else:
         click.echo(render_plan(plan))
-        click.echo(f"\nwrote {result.output}" + (" (verified)" if result.verified else ""))
+        how = {None: "", "quick": " (verified)", "full": " (verified, reloaded with transformers)"}
+        click.echo(f"\nwrote {result.output}{how[result.verification]}")
 
 
 @main.command("apply")
 @click.argument("plan_file", metavar="PLAN", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Output directory (new).")
 @click.option("--force", is_flag=True, help="Replace --out if it exists.")
-@click.option("--no-verify", is_flag=True, help="Skip reloading the output with transformers.")
+@verify_options[0]
+@verify_options[1]
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @json_option
 def apply_command(plan_file: Path, **kw: Any) -> None:
@@ -242,6 +264,7 @@ def result_json(result: Result) -> dict[str, Any]:
     return {
         "output": str(result.output),
         "verified": result.verified,
+        "verification": result.verification,
         "files_written": list(result.files_written),
         "files_copied": list(result.files_copied),
         "plan": result.plan.to_json(),
@@ -286,20 +309,25 @@ def progress_bar(inventory: Inventory, *, quiet: bool) -> Iterator[Callable[[int
 @click.argument("out")
 @click.option("--against", "against", default=None, help="The source checkpoint, to check nothing else changed.")
 @click.option("--fast-only", is_flag=True, help="Do not load the slow tokenizer.")
+@click.option(
+    "--quick",
+    is_flag=True,
+    help="The check a surgery runs by default: the tokenizers library instead of transformers, sampled bytes.",
+)
 @json_option
-def verify(out: str, against: str | None, fast_only: bool, as_json: bool) -> None:
+def verify(out: str, against: str | None, fast_only: bool, quick: bool, as_json: bool) -> None:
     """Reload OUT with transformers and check its invariants.
 
     Sizes agree (len(tokenizer), config.vocab_size, embedding and head rows); each token of the manifest
     encodes to exactly its id with the fast and the slow tokenizer. With --against SRC also: original tokens
     keep their ids, texts without new tokens encode as before, non-vocabulary tensors and untouched rows are
-    bit-identical. Exit 1 on any violation.
+    bit-identical (every byte is compared). Exit 1 on any violation.
 
     \b
     Example:
       vocabsurgeon verify ./minilm-bio --against ./all-MiniLM-L6-v2
     """
-    checks = verify_checkpoint(out, against, slow=not fast_only)
+    checks = verify_checkpoint(out, against, slow=not fast_only, level="quick" if quick else "full")
     failed = [c for c in checks if not c.ok]
     if as_json:
         emit_json({"output": out, "ok": not failed, "checks": [c.__dict__ for c in checks]})
