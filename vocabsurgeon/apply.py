@@ -13,6 +13,7 @@ import os
 import secrets
 import shutil
 import tempfile
+import threading
 import zlib
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +36,8 @@ from .verify import Check, Level, Verifier, raise_on_failures
 from .vocab_tensors import find_vocab_tensors, text_config
 
 QUICK_FINGERPRINT_ABOVE = 64 << 20
+#: weight files written at once (each in several copy streams: see formats.safetensors_stream.COPY_STREAMS)
+PARALLEL_FILES = 2
 
 
 @dataclass(frozen=True)
@@ -157,9 +160,21 @@ def _build(
 def _write_all_weights(
     inventory: Inventory, plan: Plan, staging: Path, progress: Progress | None
 ) -> list[tuple[str, bool]]:
+    if progress is not None:  # weight files are written by several threads
+        progress = _locked(progress)
     return [
         item for weights in inventory.weights for item in _write_weights(inventory, weights, plan, staging, progress)
     ]
+
+
+def _locked(progress: Progress) -> Progress:
+    lock = threading.Lock()
+
+    def report(count: int) -> None:
+        with lock:
+            progress(count)
+
+    return report
 
 
 def _write_other_files(inventory: Inventory, plan: Plan, staging: Path) -> tuple[dict[str, bytes | None], list[str]]:
@@ -249,25 +264,43 @@ def _weights_module(fmt: str) -> Any:
 def _write_weights(
     inventory: Inventory, weights: WeightSet, plan: Plan, staging: Path, progress: Progress | None
 ) -> Iterable[tuple[str, bool]]:
-    """Per file: an edited copy where a vocabulary tensor lives, a byte copy elsewhere."""
+    """Per file: an edited copy where a vocabulary tensor lives, a byte copy elsewhere; files in parallel.
+
+    A format that can write rows in place (``write_rows``) is first written with placeholder rows: that needs
+    no read of the source, so the copy starts at once. The rows are computed afterwards, when the source rows they
+    average are in the page cache (the copy read them), and written over the placeholders.
+    """
     if plan.weights_format is not None and plan.weights_format != weights.format:
         from .convert import convert_weights
 
         yield from convert_weights(inventory, weights, plan, staging, progress, _edits_for(inventory, weights, plan))
         return
-    edits = _edits_for(inventory, weights, plan)
     module = _weights_module(weights.format)
-    for relative in weights.files:
-        mine = {name: edit for name, edit in edits.items() if weights.locations[name] == relative}
+    later = hasattr(module, "write_rows")
+    edits = _edits_for(inventory, weights, plan, values=not later)
+
+    def mine(relative: str, edits: dict[str, TensorEdit]) -> dict[str, TensorEdit]:
+        return {name: edit for name, edit in edits.items() if weights.locations[name] == relative}
+
+    def write(relative: str) -> tuple[str, bool]:
         destination = staging / relative
         destination.parent.mkdir(parents=True, exist_ok=True)
-        if mine or weights.format == "safetensors":  # an unchanged safetensors file is copied in parallel streams
-            module.write_edited(inventory.path(relative), destination, mine, progress)
+        own = mine(relative, edits)
+        if own or weights.format == "safetensors":  # an unchanged safetensors file is copied in parallel streams
+            module.write_edited(inventory.path(relative), destination, own, progress)
         else:
             _copy(inventory.path(relative), destination)
             if progress is not None:
                 progress(destination.stat().st_size)
-        yield relative, bool(mine)
+        return relative, bool(own)
+
+    with ThreadPoolExecutor(max_workers=PARALLEL_FILES, thread_name_prefix="vocabsurgeon-file") as pool:
+        yield from list(pool.map(write, weights.files))
+    if later and edits:
+        filled = _edits_for(inventory, weights, plan)
+        for relative in weights.files:
+            if own := mine(relative, filled):
+                module.write_rows(staging / relative, own)
     if weights.index is not None:
         yield weights.index, _write_index(inventory, weights, edits, staging)
 
@@ -297,8 +330,9 @@ def _write_index(inventory: Inventory, weights: WeightSet, edits: dict[str, Tens
     return True
 
 
-def _edits_for(inventory: Inventory, weights: WeightSet, plan: Plan) -> dict[str, TensorEdit]:
-    """The rows each vocabulary tensor gets: placed tokens by their init, then every new row."""
+def _edits_for(inventory: Inventory, weights: WeightSet, plan: Plan, *, values: bool = True) -> dict[str, TensorEdit]:
+    """The rows each vocabulary tensor gets: placed tokens by their init, then every new row. With
+    ``values=False`` the rows are zero placeholders and nothing is read from the source."""
     if plan.rows_before is None or plan.rows_after is None or not plan.changes_rows:
         return {}
     tensors = find_vocab_tensors(weights.specs)
@@ -315,11 +349,13 @@ def _edits_for(inventory: Inventory, weights: WeightSet, plan: Plan) -> dict[str
     edits = {}
     for spec in tensors.all:
         path = inventory.path(weights.locations[spec.name])
-        edits[spec.name] = _edit_for(module, path, spec, plan, std, tensors.axis(spec))
+        edits[spec.name] = _edit_for(module, path, spec, plan, std, tensors.axis(spec), values=values)
     return edits
 
 
-def _edit_for(module: Any, path: Path, spec: TensorSpec, plan: Plan, std: float, axis: int = 0) -> TensorEdit:
+def _edit_for(
+    module: Any, path: Path, spec: TensorSpec, plan: Plan, std: float, axis: int = 0, *, values: bool = True
+) -> TensorEdit:
     """The edit of one vocabulary tensor whose vocabulary runs along ``axis``: a (1, V) buffer (axis 1) is handled
     as the (V,) bias its bytes are laid out like, so it gets what a 1-D bias gets."""
     spec = spec.rows_view(axis)
@@ -332,25 +368,27 @@ def _edit_for(module: Any, path: Path, spec: TensorSpec, plan: Plan, std: float,
     wanted += [(idx, plan.pad_init, ()) for idx in range(rows_before, rows_after) if idx not in covered]
     if not wanted:
         return TensorEdit(rows_after, axis=axis)
+    indices = tuple(idx for idx, _, _ in wanted)
+    if not values:  # placeholders of the right shape, without memory
+        return TensorEdit(rows_after, indices, np.broadcast_to(np.float32(0), (len(wanted), *spec.shape[1:])), axis)
     pieces = sorted({piece for _, init, ids in wanted if init == "subword-mean" for piece in ids})
     piece_rows = dict(zip(pieces, module.read_rows(path, spec.name, pieces, axis=axis), strict=True)) if pieces else {}
     mean: np.ndarray | None = None
     rng = np.random.default_rng([plan.seed, zlib.crc32(spec.name.encode())])
-    values = []
+    rows = []
     for _, init, ids in wanted:
         if init == "subword-mean":
-            values.append(np.mean([piece_rows[i] for i in ids], axis=0, dtype=np.float64).astype(np.float32))
+            rows.append(np.mean([piece_rows[i] for i in ids], axis=0, dtype=np.float64).astype(np.float32))
         elif init == "mean":
             if mean is None:
                 exclude = [i for i in plan.exclude_from_mean if i < rows_before]
                 mean = module.read_row_mean(path, spec.name, exclude, axis=axis)
-            values.append(mean)
+            rows.append(mean)
         elif init == "zeros" or len(spec.shape) == 1:
-            values.append(np.zeros(spec.shape[1:], dtype=np.float32))
+            rows.append(np.zeros(spec.shape[1:], dtype=np.float32))
         else:  # normal, as transformers initializes embeddings: N(0, initializer_range)
-            values.append(rng.normal(0.0, std, spec.shape[1:]).astype(np.float32))
-    indices = tuple(idx for idx, _, _ in wanted)
-    return TensorEdit(rows_after, indices, np.stack(values).astype(np.float32), axis=axis)
+            rows.append(rng.normal(0.0, std, spec.shape[1:]).astype(np.float32))
+    return TensorEdit(rows_after, indices, np.stack(rows).astype(np.float32), axis=axis)
 
 
 def source_fingerprints(inventory: Inventory) -> dict[str, str]:

@@ -248,9 +248,10 @@ def _check_same_encoding(
 def _sample_texts(source: Inventory) -> list[str]:
     """Fixed sentences plus words drawn from the source vocabulary itself."""
     vocabulary = require_tokenizer(source)
-    words = [t for t in vocabulary.model_vocab if t.isalpha() and len(t) > 2 and not is_placeholder(t)]
-    step = max(1, len(words) // 200)
-    chosen = words[::step][:200]
+    tokens = list(vocabulary.model_vocab)
+    step = max(1, len(tokens) // 1000)  # look at ~1,000 tokens spread over the vocabulary, keep up to 200 words
+    words = [t for t in tokens[::step] if t.isalpha() and len(t) > 2 and not is_placeholder(t)]
+    chosen = words[:: max(1, len(words) // 200)][:200]
     return list(SAMPLE_TEXTS) + [" ".join(chosen[i : i + 20]) for i in range(0, len(chosen), 20)]
 
 

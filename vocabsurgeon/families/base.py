@@ -58,6 +58,8 @@ class Family:
         vocab = model.get("vocab")
         if not isinstance(vocab, dict):
             raise ValueError("model.vocab is not an object")
+        if all(type(idx) is int for idx in vocab.values()):  # as JSON gives it: keys are strings already
+            return dict(vocab)
         return {str(token): int(idx) for token, idx in vocab.items()}
 
     def can_hold_whole_word(self) -> bool:

@@ -82,8 +82,12 @@ def _patch(text: str, start: int, end: int, old: Any, new: Any, style: JsonStyle
         return text[start:end]
     if not (levels and isinstance(old, dict) and isinstance(new, dict) and list(old) == list(new)):
         return _dump_at(new, style, depth)
-    spans = _member_spans(text, start)
-    if list(spans) != list(old):  # duplicate keys or a mismatch: do not guess
+    keys = list(old)
+    changed = [i for i, key in enumerate(keys) if old[key] != new[key]]
+    # members after the last changed one keep their bytes as they are, unscanned: a big unchanged tail (the model
+    # of a tokenizer.json whose added_tokens grew) is not parsed again
+    spans = _member_spans(text, start, stop=changed[-1] + 1 if changed else 0)
+    if list(spans) != keys[: len(spans)]:  # duplicate keys or a mismatch: do not guess
         return _dump_at(new, style, depth)
     pieces, cursor = [], start
     for key, (value_start, value_end) in spans.items():
@@ -94,13 +98,14 @@ def _patch(text: str, start: int, end: int, old: Any, new: Any, style: JsonStyle
     return "".join(pieces)
 
 
-def _member_spans(text: str, start: int) -> dict[str, tuple[int, int]]:
-    """Where each member's value lies in the object starting at ``text[start] == "{"``."""
+def _member_spans(text: str, start: int, stop: int | None = None) -> dict[str, tuple[int, int]]:
+    """Where each member's value lies in the object starting at ``text[start] == "{"`` (only the first ``stop``
+    members, if given)."""
     if text[start] != "{":
         raise ValueError("not an object")
     spans: dict[str, tuple[int, int]] = {}
     pos = _WHITESPACE.match(text, start + 1).end()  # type: ignore[union-attr]
-    if text[pos] == "}":
+    if text[pos] == "}" or stop == 0:
         return spans
     while True:
         if text[pos] != '"':
@@ -114,6 +119,8 @@ def _member_spans(text: str, start: int) -> dict[str, tuple[int, int]]:
         if key in spans:
             raise ValueError("duplicate key")
         spans[key] = (pos, end)
+        if len(spans) == stop:
+            return spans
         pos = _WHITESPACE.match(text, end).end()  # type: ignore[union-attr]
         if text[pos] == "}":
             return spans

@@ -274,6 +274,28 @@ def write_edited(
         raise OutputExistsError("output file already exists", path=dst) from error
 
 
+def write_rows(path: PathLike, edits: Mapping[str, TensorEdit]) -> None:
+    """Overwrite rows ``edit.indices`` of tensors in the safetensors file ``path`` with ``edit.values``, in place.
+
+    The second half of a :func:`write_edited` given placeholder values: the file already has the edits' shapes,
+    so this writes only the rows, at their offsets, and nothing else changes.
+    """
+    path = Path(path)
+    header = read_header(path)
+    with open(path, "r+b", buffering=0) as file:
+        for name, edit in edits.items():
+            entry = header.entry(name)
+            spec = entry.spec.rows_view(edit.axis)
+            if spec.shape[0] != edit.new_rows:
+                raise ValueError(f"{name} has {spec.shape[0]} rows in {path}, the edit expects {edit.new_rows}")
+            order = sorted(range(len(edit.indices)), key=lambda k: edit.indices[k])
+            for run in _consecutive_runs(order, edit.indices):
+                offset = header.data_start + entry.begin + edit.indices[run[0]] * spec.row_bytes
+                for data in _encoded_rows(edit.values, run, spec):
+                    _pwrite_all(file.fileno(), data, offset)
+                    offset += len(data)
+
+
 #: errnos with which copy_file_range says "not here", as opposed to a real failure
 _NO_COPY_FILE_RANGE = frozenset({errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF, errno.EPERM})
 
@@ -618,4 +640,5 @@ __all__ = [
     "read_rows",
     "read_tensor_specs",
     "write_edited",
+    "write_rows",
 ]
