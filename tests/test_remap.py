@@ -705,6 +705,20 @@ def test_verify_passes_on_a_good_output(cli_out: Path, minilm_src: Path) -> None
     assert result.stdout.rstrip().endswith(f"{cli_out}: ok")
 
 
+def test_remap_verify_full_reloads_with_transformers(bert_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = invoke("remap", bert_dir, "--out", out, "--token", "zqa", "--verify", "full", "--json")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["verified"] is True
+    assert document["verification"] == "full"
+    quick = invoke("remap", bert_dir, "--out", tmp_path / "quick", "--token", "zqa", "--json")
+    assert json.loads(quick.stdout)["verification"] == "quick"
+    none = invoke("remap", bert_dir, "--out", tmp_path / "none", "--token", "zqa", "--no-verify", "--json")
+    assert json.loads(none.stdout)["verified"] is False
+    assert json.loads(none.stdout)["verification"] is None
+
+
 def test_quick_verify_passes_on_a_good_output(cli_out: Path, minilm_src: Path) -> None:
     result = invoke("verify", cli_out, "--against", minilm_src, "--quick")
     assert result.exit_code == 0, result.output

@@ -625,3 +625,31 @@ def test_copy_streams_write_the_same_bytes(
     unchanged = tmp_path / "unchanged.safetensors"
     sts.write_edited(model_file, unchanged, {})
     assert unchanged.read_bytes() == model_file.read_bytes()
+
+
+def test_placeholder_rows_then_write_rows_equals_one_pass(model_file: Path, tmp_path: Path) -> None:
+    """What a surgery does: copy with placeholder rows first, compute the rows, write them in place."""
+    source = safetensors.torch.load_file(str(model_file))
+    edits = _grow_edits(source, np.random.default_rng(7))
+    one_pass = tmp_path / "one.safetensors"
+    sts.write_edited(model_file, one_pass, edits)
+    placeholders = {
+        name: TensorEdit(edit.new_rows, edit.indices, np.broadcast_to(np.float32(0), edit.values.shape), edit.axis)
+        for name, edit in edits.items()
+    }
+    two_pass = tmp_path / "two.safetensors"
+    sts.write_edited(model_file, two_pass, placeholders)
+    assert two_pass.read_bytes() != one_pass.read_bytes()
+    sts.write_rows(two_pass, edits)
+    assert two_pass.read_bytes() == one_pass.read_bytes()
+
+
+def test_write_rows_refuses_a_file_of_another_shape(model_file: Path, tmp_path: Path) -> None:
+    source = safetensors.torch.load_file(str(model_file))
+    edits = _grow_edits(source, np.random.default_rng(8))
+    copy = tmp_path / "copy.safetensors"
+    sts.write_edited(model_file, copy, {})
+    before = copy.read_bytes()
+    with pytest.raises(ValueError, match="rows"):
+        sts.write_rows(copy, edits)
+    assert copy.read_bytes() == before

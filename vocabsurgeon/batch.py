@@ -8,13 +8,11 @@ recipe hash and source fingerprints is skipped: re-running a batch rewrites noth
 from __future__ import annotations
 
 import glob
-import multiprocessing
 import os
 import re
 import sys
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -267,6 +265,9 @@ def run_batch(
             if on_done:
                 on_done(results[model])
     else:
+        import multiprocessing  # here, not at the top: every command imports this module
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
         # spawn, not fork: a forked child inherits locks held by the parent's threads (tokenizers' and torch's
         # thread pools, a caller's own) and can hang forever; spawned workers start clean.
         with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
