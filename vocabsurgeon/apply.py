@@ -15,8 +15,8 @@ import shutil
 import tempfile
 import threading
 import zlib
-from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,8 @@ from .vocab_tensors import find_vocab_tensors, text_config
 QUICK_FINGERPRINT_ABOVE = 64 << 20
 #: weight files written at once (each in several copy streams: see formats.safetensors_stream.COPY_STREAMS)
 PARALLEL_FILES = 2
+#: how long completing a plan waits for the weight copies to get under way (they normally take milliseconds)
+COPY_START_TIMEOUT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -57,34 +59,49 @@ class Result:
 
 def apply_plan(
     inventory: Inventory,
-    plan: Plan,
+    plan: Plan | Callable[[], Plan],
     out: str | os.PathLike[str],
     *,
+    draft: Plan | None = None,
     force: bool = False,
     verify: Verifier | None = None,
     progress: Progress | None = None,
     extra_manifest: dict[str, Any] | None = None,
 ) -> Result:
     """Write ``plan`` applied to ``inventory`` at ``out``, atomically; with ``verify``, only if every check of the
-    output passes (VerificationError lists those that fail)."""
+    output passes (VerificationError lists those that fail).
+
+    ``plan`` may also be a function that makes it, given with its ``draft`` (``plan_surgery(..., pieces=False)``):
+    the weights are then copied with the draft's rows while the function runs, and the plan must have exactly
+    those rows.
+    """
     target = Path(out).expanduser().absolute()
     _check_output(inventory, target, force)
+    planned: Future[Plan] = Future()
+    if isinstance(plan, Plan):
+        planned.set_result(plan)
+        draft = plan
+    elif draft is None:
+        raise ValueError("a plan given as a function needs its draft")
     # a saved plan is checked against the source now; otherwise the fingerprints are taken while the weights stream
-    fingerprints = source_fingerprints(inventory) if plan.fingerprints else None
-    if fingerprints is not None and plan.fingerprints != fingerprints:
+    fingerprints = source_fingerprints(inventory) if draft.fingerprints else None
+    if fingerprints is not None and draft.fingerprints != fingerprints:
         raise SourceChangedError(
             "the source changed since this plan was made", path=inventory.root, hint="make a new plan"
         )
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = _make_staging(target)
     try:
-        written, copied, checks = _build(inventory, plan, staging, progress, fingerprints, extra_manifest or {}, verify)
+        written, copied, checks = _build(
+            inventory, plan, draft, planned, staging, progress, fingerprints, extra_manifest or {}, verify
+        )
         raise_on_failures(checks, target)  # names the output the user asked for, not the staging directory
         _move_into_place(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return Result(target, plan, tuple(written), tuple(copied), verify.level if verify is not None else None)
+    verification = verify.level if verify is not None else None
+    return Result(target, planned.result(), tuple(written), tuple(copied), verification)
 
 
 def _make_staging(target: Path) -> Path:
@@ -130,7 +147,9 @@ def _move_into_place(staging: Path, target: Path) -> None:
 
 def _build(
     inventory: Inventory,
-    plan: Plan,
+    make_plan: Plan | Callable[[], Plan],
+    draft: Plan,
+    planned: Future[Plan],
     staging: Path,
     progress: Progress | None,
     fingerprints: dict[str, str] | None,
@@ -138,11 +157,21 @@ def _build(
     verify: Verifier | None,
 ) -> tuple[list[str], list[str], list[Check]]:
     # The weights stream in a worker thread (copy_file_range and file writes release the GIL) while this thread
-    # renders the tokenizer files and the manifest, then checks them: the surgery then takes about as long as
-    # the weight copy.
+    # completes the plan, renders the tokenizer files and the manifest, then checks them: the surgery then takes
+    # about as long as the weight copy.
     checks: list[Check] = []
+    copying = threading.Event()
     with ThreadPoolExecutor(max_workers=1) as pool:
-        weights_done = pool.submit(_write_all_weights, inventory, plan, staging, progress)
+        weights_done = pool.submit(_write_all_weights, inventory, draft, planned, staging, progress, copying)
+        if not planned.done():
+            # completing the plan holds the GIL in long library calls: let the copies get under way first
+            copying.wait(timeout=COPY_START_TIMEOUT_S)
+            try:
+                planned.set_result(make_plan() if callable(make_plan) else make_plan)
+            except BaseException as error:
+                planned.set_exception(error)  # the weights thread stops at its next look at the plan
+                raise
+        plan = planned.result()
         written, copied = _write_other_files(inventory, plan, staging)
         fingerprints = fingerprints if fingerprints is not None else source_fingerprints(inventory)
         manifest = build_manifest(inventory, plan, fingerprints, extra_manifest)
@@ -158,13 +187,24 @@ def _build(
 
 
 def _write_all_weights(
-    inventory: Inventory, plan: Plan, staging: Path, progress: Progress | None
+    inventory: Inventory,
+    draft: Plan,
+    planned: Future[Plan],
+    staging: Path,
+    progress: Progress | None,
+    copying: threading.Event,
 ) -> list[tuple[str, bool]]:
+    """Every weight set; ``copying`` is set once the copies are under way (or nothing is left to start)."""
     if progress is not None:  # weight files are written by several threads
         progress = _locked(progress)
-    return [
-        item for weights in inventory.weights for item in _write_weights(inventory, weights, plan, staging, progress)
-    ]
+    try:
+        return [
+            item
+            for weights in inventory.weights
+            for item in _write_weights(inventory, weights, draft, planned, staging, progress, copying)
+        ]
+    finally:
+        copying.set()
 
 
 def _locked(progress: Progress) -> Progress:
@@ -262,22 +302,45 @@ def _weights_module(fmt: str) -> Any:
 
 
 def _write_weights(
-    inventory: Inventory, weights: WeightSet, plan: Plan, staging: Path, progress: Progress | None
+    inventory: Inventory,
+    weights: WeightSet,
+    draft: Plan,
+    planned: Future[Plan],
+    staging: Path,
+    progress: Progress | None,
+    copying: threading.Event,
 ) -> Iterable[tuple[str, bool]]:
     """Per file: an edited copy where a vocabulary tensor lives, a byte copy elsewhere; files in parallel.
 
-    A format that can write rows in place (``write_rows``) is first written with placeholder rows: that needs
-    no read of the source, so the copy starts at once. The rows are computed afterwards, when the source rows they
-    average are in the page cache (the copy read them), and written over the placeholders.
+    A format that can write rows in place (``write_rows``) is first written with the draft's rows as placeholders:
+    that needs neither the finished plan nor a read of the source, so the copy starts at once. The rows are
+    computed afterwards from the plan, when the source rows they average are in the page cache (the copy read
+    them), and written over the placeholders.
     """
-    if plan.weights_format is not None and plan.weights_format != weights.format:
+    if draft.weights_format is not None and draft.weights_format != weights.format:
         from .convert import convert_weights
 
+        copying.set()  # nothing starts before the plan is complete
+        plan = planned.result()
         yield from convert_weights(inventory, weights, plan, staging, progress, _edits_for(inventory, weights, plan))
         return
     module = _weights_module(weights.format)
     later = hasattr(module, "write_rows")
-    edits = _edits_for(inventory, weights, plan, values=not later)
+    if not later:
+        copying.set()  # nothing starts before the plan is complete
+    edits = (
+        _edits_for(inventory, weights, draft, values=False)
+        if later
+        else _edits_for(inventory, weights, planned.result())
+    )
+    pending = [len(weights.files)]
+    lock = threading.Lock()
+
+    def started() -> None:
+        with lock:
+            pending[0] -= 1
+            if pending[0] == 0:
+                copying.set()
 
     def mine(relative: str, edits: dict[str, TensorEdit]) -> dict[str, TensorEdit]:
         return {name: edit for name, edit in edits.items() if weights.locations[name] == relative}
@@ -286,7 +349,9 @@ def _write_weights(
         destination = staging / relative
         destination.parent.mkdir(parents=True, exist_ok=True)
         own = mine(relative, edits)
-        if own or weights.format == "safetensors":  # an unchanged safetensors file is copied in parallel streams
+        if later:  # an unchanged safetensors file is copied in parallel streams too
+            module.write_edited(inventory.path(relative), destination, own, progress, copying=started)
+        elif own:
             module.write_edited(inventory.path(relative), destination, own, progress)
         else:
             _copy(inventory.path(relative), destination)
@@ -297,7 +362,11 @@ def _write_weights(
     with ThreadPoolExecutor(max_workers=PARALLEL_FILES, thread_name_prefix="vocabsurgeon-file") as pool:
         yield from list(pool.map(write, weights.files))
     if later and edits:
-        filled = _edits_for(inventory, weights, plan)
+        filled = _edits_for(inventory, weights, planned.result())
+        if {name: (e.new_rows, e.indices) for name, e in filled.items()} != {
+            name: (e.new_rows, e.indices) for name, e in edits.items()
+        }:
+            raise RuntimeError("internal error: the plan's rows differ from its draft's")
         for relative in weights.files:
             if own := mine(relative, filled):
                 module.write_rows(staging / relative, own)
@@ -371,24 +440,42 @@ def _edit_for(
     indices = tuple(idx for idx, _, _ in wanted)
     if not values:  # placeholders of the right shape, without memory
         return TensorEdit(rows_after, indices, np.broadcast_to(np.float32(0), (len(wanted), *spec.shape[1:])), axis)
-    pieces = sorted({piece for _, init, ids in wanted if init == "subword-mean" for piece in ids})
-    piece_rows = dict(zip(pieces, module.read_rows(path, spec.name, pieces, axis=axis), strict=True)) if pieces else {}
+    rows = np.empty((len(wanted), *spec.shape[1:]), dtype=np.float32)
+    subword = [k for k, (_, init, _) in enumerate(wanted) if init == "subword-mean"]
+    for first in range(0, len(subword), SUBWORD_BATCH):
+        batch = subword[first : first + SUBWORD_BATCH]
+        rows[batch] = _subword_means(module, path, spec, [wanted[k][2] for k in batch], axis)
     mean: np.ndarray | None = None
     rng = np.random.default_rng([plan.seed, zlib.crc32(spec.name.encode())])
-    rows = []
-    for _, init, ids in wanted:
+    for k, (_, init, _) in enumerate(wanted):
         if init == "subword-mean":
-            rows.append(np.mean([piece_rows[i] for i in ids], axis=0, dtype=np.float64).astype(np.float32))
-        elif init == "mean":
+            continue
+        if init == "mean":
             if mean is None:
                 exclude = [i for i in plan.exclude_from_mean if i < rows_before]
                 mean = module.read_row_mean(path, spec.name, exclude, axis=axis)
-            rows.append(mean)
+            rows[k] = mean
         elif init == "zeros" or len(spec.shape) == 1:
-            rows.append(np.zeros(spec.shape[1:], dtype=np.float32))
+            rows[k] = 0.0
         else:  # normal, as transformers initializes embeddings: N(0, initializer_range)
-            rows.append(rng.normal(0.0, std, spec.shape[1:]).astype(np.float32))
-    return TensorEdit(rows_after, indices, np.stack(rows).astype(np.float32), axis=axis)
+            rows[k] = rng.normal(0.0, std, spec.shape[1:]).astype(np.float32)
+    return TensorEdit(rows_after, indices, rows, axis=axis)
+
+
+#: subword-mean rows computed at once (their pieces' rows are gathered in float64)
+SUBWORD_BATCH = 4096
+
+
+def _subword_means(module: Any, path: Path, spec: TensorSpec, pieces: list[tuple[int, ...]], axis: int) -> np.ndarray:
+    """For each tuple of piece ids, the float64 mean of those rows, as float32: every row gathered in one read and
+    summed per token with one ``reduceat`` (a Python loop of small means costs more than the reading)."""
+    if any(not ids for ids in pieces):
+        raise ValueError("a draft plan (without pieces) cannot be applied")
+    counts = np.array([len(ids) for ids in pieces])
+    gathered = module.read_rows(path, spec.name, [i for ids in pieces for i in ids], axis=axis).astype(np.float64)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    sums = np.add.reduceat(gathered, starts, axis=0)
+    return (sums / counts.reshape(-1, *([1] * (sums.ndim - 1)))).astype(np.float32)
 
 
 def source_fingerprints(inventory: Inventory) -> dict[str, str]:

@@ -195,7 +195,6 @@ def run_one(model: str, output: str, recipe: Recipe, dry_run: bool, verify: str 
 def _run_one(model: Path, output: Path, recipe: Recipe, dry_run: bool, verify: str | None, start: float) -> Outcome:
     from .apply import apply_plan, source_fingerprints
     from .audit import audit
-    from .backend import load_backend
     from .inventory import MANIFEST, read_inventory
     from .planner import Options, TokenRequest, plan_surgery
     from .verify import Verifier
@@ -223,8 +222,7 @@ def _run_one(model: Path, output: Path, recipe: Recipe, dry_run: bool, verify: s
         pad_to_multiple_of=recipe.pad_to_multiple_of,
         weights_format=recipe.weights_format,  # type: ignore[arg-type]  # checked by read_recipe
     )
-    backend = load_backend(inventory)
-    plan = plan_surgery(inventory, requests, recipe.strategy, options, backend=backend)
+    plan = plan_surgery(inventory, requests, recipe.strategy, options)
     outcome = Outcome(
         str(model),
         str(output),
@@ -239,7 +237,7 @@ def _run_one(model: Path, output: Path, recipe: Recipe, dry_run: bool, verify: s
             plan,
             output,
             force=force,
-            verify=Verifier(verify, source_backend=backend) if verify else None,  # type: ignore[arg-type]
+            verify=Verifier(verify) if verify else None,  # type: ignore[arg-type]
             extra_manifest={"recipe_hash": recipe.hash},
         )
     return Outcome(**{**asdict(outcome), "seconds": time.perf_counter() - start})

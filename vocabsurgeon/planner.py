@@ -65,14 +65,21 @@ def plan_surgery(
     options: Options = Options(),
     *,
     backend: Backend | None = None,
+    pieces: bool = True,
 ) -> Plan:
-    """Place each requested token: free slots (remap), new ids after the last (append), or slots then new (auto)."""
+    """Place each requested token: free slots (remap), new ids after the last (append), or slots then new (auto).
+
+    With ``pieces=False`` the result is a draft: the ids, modes and rows of the plan, without the pieces a
+    ``subword-mean`` row averages (finding them needs the tokenizer's model, which takes a fraction of a second to
+    load; a backend loaded with ``model=False`` is enough for a draft). A surgery starts copying the weights with
+    a draft's rows while the plan is completed; a draft itself is never applied.
+    """
     vocabulary = require_tokenizer(inventory)
     if operation == "resize":
         raise ValueError("use plan_resize for resize")
     if not requests:
         raise TokenRequestError("no tokens given; use --token, --special-token or --tokens-file")
-    backend = backend or load_backend(inventory)
+    backend = backend or load_backend(inventory, model=pieces)
     family = family_named(vocabulary.family)
     _check_requests(requests)
     known = vocabulary.token_to_id
@@ -116,12 +123,14 @@ def plan_surgery(
             else:
                 mode = "added"
         init = _init_for(request, options.init, slot)
-        pieces = tuple(backend.encode(_piece_text(content, backend))) if init == "subword-mean" else ()
-        unk = vocabulary.special_tokens.get("unk_token")
-        if init == "subword-mean" and (not pieces or all(id_to_token.get(p) == unk for p in pieces)):
-            init = "mean"  # nothing known to average: the mean row is the neutral choice
-            pieces = ()
-        placements.append(Placement(request.text, content, token_id, mode, slot, replaces, init, pieces))
+        averaged: tuple[int, ...] = ()
+        if init == "subword-mean" and pieces:
+            averaged = tuple(backend.encode(_piece_text(content, backend)))
+            unk = vocabulary.special_tokens.get("unk_token")
+            if not averaged or all(id_to_token.get(p) == unk for p in averaged):
+                init = "mean"  # nothing known to average: the mean row is the neutral choice
+                averaged = ()
+        placements.append(Placement(request.text, content, token_id, mode, slot, replaces, init, averaged))
 
     top = max([p.id for p in placements], default=-1) + 1
     rows_after = _round_up(max(capacity or 0, top), options.pad_to_multiple_of) if capacity is not None else None

@@ -57,13 +57,10 @@ class Check:
 class Verifier:
     """The checks of one level, in two groups so that a surgery can check the tokenizer files while the weights
     are still being written: :meth:`tokenizer_checks` needs no weights, :meth:`weight_checks` needs them all.
-
-    ``source_backend`` is the source's already loaded :class:`Backend` (planning loads it), to not load it twice.
-    """
+    The source's backend is the one planning loaded (:func:`load_backend` keeps it)."""
 
     level: Level = "quick"
     slow: bool = True
-    source_backend: Backend | None = None
 
     def tokenizer_checks(self, output: Inventory, source: Inventory | None) -> list[Check]:
         checks: list[Check] = []
@@ -82,7 +79,7 @@ class Verifier:
             checks += list(_check_new_tokens(label, tokenizer, manifest_tokens))
             original = originals.get(label)
             if source is not None and original is not None and not isinstance(original, Exception):
-                backend = self.source_backend or load_backend(source)
+                backend = load_backend(source)
                 checks += list(_check_same_encoding(label, tokenizer, original, source, backend, manifest_tokens))
         if source is not None:
             checks += list(_check_ids_kept(source, output, manifest_tokens))
@@ -99,8 +96,6 @@ class Verifier:
         return self.tokenizer_checks(output, source) + self.weight_checks(output, source)
 
     def _source_tokenizer(self, source: Inventory) -> Any:
-        if self.source_backend is not None:
-            return _LibraryTokenizer(self.source_backend)
         return _library_tokenizer(source)
 
 

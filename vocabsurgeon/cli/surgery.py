@@ -12,7 +12,6 @@ from typing import Any
 import click
 
 from ..apply import Result, apply_plan, source_fingerprints
-from ..backend import Backend, load_backend
 from ..errors import CheckpointNotFoundError
 from ..inventory import Inventory, read_inventory
 from ..plan import INITS, Operation, Plan, load_plan, save_plan
@@ -82,9 +81,9 @@ verify_options = [
 ]
 
 
-def make_verifier(kw: dict[str, Any], backend: Backend | None = None) -> Verifier | None:
+def make_verifier(kw: dict[str, Any]) -> Verifier | None:
     """The --verify/--no-verify choice as a Verifier (None: no checks)."""
-    return None if kw["no_verify"] else Verifier(kw["verify_level"], source_backend=backend)
+    return None if kw["no_verify"] else Verifier(kw["verify_level"])
 
 
 def init_option(default_help: str) -> Callable[..., Any]:
@@ -198,20 +197,29 @@ def resize(model: str, to: str, **kwargs: Any) -> None:
 
 def _surgery(model: str, operation: Operation, **kw: Any) -> None:
     inventory = read_inventory(model)
-    backend = None
     options = Options(
         init=kw.get("init"), pad_to_multiple_of=kw.get("pad_to_multiple_of"), weights_format=kw.get("weights_format")
     )
     if operation == "resize":
-        plan = plan_resize(inventory, kw.get("resize_to"), options)
+        plan: Plan | Callable[[], Plan] = plan_resize(inventory, kw.get("resize_to"), options)
+        draft = None
     else:
         requests = collect_requests(kw["tokens"], kw["special_tokens"], kw["tokens_file"], kw["special_tokens_file"])
-        backend = load_backend(inventory)  # loaded once: planning and verification both use it
-        plan = plan_surgery(inventory, requests, operation, options, backend=backend)
+        # the draft (ids and rows, from the normalizer and pre-tokenizer alone) is enough to start copying the
+        # weights; the tokenizer's model, needed for the pieces a row averages, loads meanwhile
+        draft = plan_surgery(inventory, requests, operation, options, pieces=False)
+
+        def plan() -> Plan:
+            return plan_surgery(inventory, requests, operation, options)
+
+    if kw["dry_run"] or kw["save_plan"] is not None:
+        plan = plan() if callable(plan) else plan
     if kw["save_plan"] is not None:
+        assert isinstance(plan, Plan)
         plan = replace(plan, fingerprints=source_fingerprints(inventory))
         save_plan(plan, kw["save_plan"], force=kw["force"])
     if kw["dry_run"]:
+        assert isinstance(plan, Plan)
         if kw["as_json"]:
             emit_json({"dry_run": True, "plan": plan.to_json()})
         else:
@@ -221,17 +229,19 @@ def _surgery(model: str, operation: Operation, **kw: Any) -> None:
         return
     if kw["out"] is None:
         raise click.UsageError("--out is required (unless --dry-run)")
-    _execute(inventory, plan, backend, **kw)
+    _execute(inventory, plan, draft, **kw)
 
 
-def _execute(inventory: Inventory, plan: Plan, backend: Backend | None = None, **kw: Any) -> None:
-    verifier = make_verifier(kw, backend)
+def _execute(inventory: Inventory, plan: Plan | Callable[[], Plan], draft: Plan | None = None, **kw: Any) -> None:
+    verifier = make_verifier(kw)
     with progress_bar(inventory, quiet=kw["quiet"] or kw["as_json"]) as progress:
-        result = apply_plan(inventory, plan, kw["out"], force=kw["force"], verify=verifier, progress=progress)
+        result = apply_plan(
+            inventory, plan, kw["out"], draft=draft, force=kw["force"], verify=verifier, progress=progress
+        )
     if kw["as_json"]:
         emit_json(result_json(result))
     else:
-        click.echo(render_plan(plan))
+        click.echo(render_plan(result.plan))
         how = {None: "", "quick": " (verified)", "full": " (verified, reloaded with transformers)"}
         click.echo(f"\nwrote {result.output}{how[result.verification]}")
 

@@ -15,9 +15,10 @@ import contextlib
 import errno
 import io
 import json
+import mmap
 import os
 import threading
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -147,8 +148,10 @@ def read_rows(path: PathLike, name: str, rows: Sequence[int], *, axis: int = 0) 
     """Rows ``rows`` (indices along dim 0, any order, repeats allowed) of tensor ``name`` as float32.
 
     The result has shape ``(len(rows), *shape[1:])``; with ``axis=1`` (a ``(1, V)`` buffer) the rows are its
-    elements and the result has shape ``(len(rows),)``. Only the requested rows are read, one read per run of
-    consecutive rows (a memory map would be simpler but its read-ahead maps far more of the file).
+    elements and the result has shape ``(len(rows),)``. The rows are gathered from a read-only memory map in one
+    numpy call: no system call per row (thousands of small reads would each hand the GIL back and forth with
+    other threads), and only the pages of the requested rows are touched. A surgery reads rows after the weight
+    copy, when those pages are in the page cache.
     """
     path = Path(path)
     header = read_header(path)
@@ -159,17 +162,14 @@ def read_rows(path: PathLike, name: str, rows: Sequence[int], *, axis: int = 0) 
     out_shape = (len(index), *spec.shape[1:])
     if len(index) == 0 or spec.row_bytes == 0:
         return np.zeros(out_shape, dtype=np.float32)
-    wanted, inverse = np.unique(index, return_inverse=True)
-    raw = np.empty((len(wanted), spec.row_bytes), dtype=np.uint8)
-    run_starts = [0, *(np.flatnonzero(np.diff(wanted) != 1) + 1).tolist()]
-    run_stops = [*run_starts[1:], len(wanted)]
-    with open(path, "rb", buffering=0) as file:
-        for start, stop in zip(run_starts, run_stops, strict=True):
-            file.seek(header.data_start + entry.begin + int(wanted[start]) * spec.row_bytes)
-            if not _read_exact(file, raw[start:stop].data):
-                raise CheckpointFormatError(f"file ended while reading tensor {name}", path=path)
-    in_order = len(wanted) == len(index) and bool((wanted == index).all())
-    picked = raw if in_order else raw[inverse.reshape(-1)]
+    with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        if len(mapped) != header.file_size:
+            raise CheckpointFormatError(f"file changed while reading tensor {name}", path=path)
+        table = np.frombuffer(
+            mapped, dtype=np.uint8, count=spec.shape[0] * spec.row_bytes, offset=header.data_start + entry.begin
+        ).reshape(spec.shape[0], spec.row_bytes)
+        picked = table[index]  # a copy: nothing refers to the map once it is closed
+        del table
     return _numbers(picked, spec.dtype).astype(np.float32, copy=False).reshape(out_shape)
 
 
@@ -241,7 +241,12 @@ def dump_header(entries: Sequence[Entry], metadata: Mapping[str, str] | None) ->
 
 
 def write_edited(
-    src: PathLike, dst: PathLike, edits: Mapping[str, TensorEdit], progress: Progress | None = None
+    src: PathLike,
+    dst: PathLike,
+    edits: Mapping[str, TensorEdit],
+    progress: Progress | None = None,
+    *,
+    copying: Callable[[], None] | None = None,
 ) -> None:
     """Write ``dst`` as a copy of the safetensors file ``src`` with ``edits`` applied.
 
@@ -250,7 +255,8 @@ def write_edited(
     ``(V,)`` tensor's) becomes ``new_rows`` long and later offsets shift. Tensor order and metadata are kept, and
     every other byte is copied unchanged: with no edits the copy is byte-identical, and when no tensor grows even
     the header bytes are. ``dst`` must not exist (nor be a symlink, nor be ``src``); ``progress`` receives the byte
-    count of each written piece. A partly written ``dst`` is removed on failure.
+    count of each written piece, ``copying`` is called once every copy is under way (the caller may then hold the
+    GIL for a while without stalling the copy). A partly written ``dst`` is removed on failure.
     """
     src, dst = Path(src), Path(dst)
     header = read_header(src)
@@ -263,7 +269,7 @@ def write_edited(
     try:
         with open(src, "rb", buffering=0) as source, open(dst, "xb", buffering=0) as output:
             try:
-                _write_data(source.fileno(), output.fileno(), header, edits, grows, report)
+                _write_data(source.fileno(), output.fileno(), header, edits, grows, report, copying)
             except EOFError as error:
                 _remove(dst)
                 raise CheckpointFormatError(f"source file changed while it was copied: {error}", path=src) from error
@@ -530,7 +536,13 @@ def _layout(header: Header, edits: Mapping[str, TensorEdit], grows: bool) -> tup
 
 
 def _write_data(
-    src_fd: int, dst_fd: int, header: Header, edits: Mapping[str, TensorEdit], grows: bool, report: Progress
+    src_fd: int,
+    dst_fd: int,
+    header: Header,
+    edits: Mapping[str, TensorEdit],
+    grows: bool,
+    report: Progress,
+    copying: Callable[[], None] | None = None,
 ) -> None:
     """Write every piece of the layout, the copies split into jobs of at most :data:`COPY_JOB_BYTES` and run
     :data:`COPY_STREAMS` at a time: a virtual or networked disk reads several streams faster than one. A job is
@@ -558,12 +570,12 @@ def _write_data(
             assert job.src is not None
             copy_range(src_fd, dst_fd, job.src, job.size, locked_report, dst_offset=job.dst, step=job.size)
 
-    if len(jobs) == 1:
-        run(jobs[0])
-    else:
-        with ThreadPoolExecutor(max_workers=COPY_STREAMS, thread_name_prefix="vocabsurgeon-copy") as pool:
-            for _ in pool.map(run, jobs):  # the first failure is raised; the pool then drains the rest
-                pass
+    with ThreadPoolExecutor(max_workers=COPY_STREAMS, thread_name_prefix="vocabsurgeon-copy") as pool:
+        results = pool.map(run, jobs)
+        if copying is not None:
+            copying()
+        for _ in results:  # the first failure is raised; the pool then drains the rest
+            pass
     written = os.fstat(dst_fd).st_size
     if written != expected_size:
         raise EOFError(f"wrote {written} bytes, expected {expected_size}")

@@ -9,6 +9,9 @@ A weight format module (``safetensors_stream``, ``torch_bin``) exposes the same 
   streamed.
 - ``write_edited(src, dst, edits, progress=None) -> None``: ``dst`` is ``src`` with the ``edits`` applied; every
   tensor without an edit keeps its bytes.
+- optionally ``write_rows(path, edits) -> None``: overwrite the edits' rows of an already written file in place.
+  A format that has it is written first with placeholder rows (the copy needs no source read and starts at once)
+  and its rows are computed afterwards, when the source rows they average are in the page cache.
 
 Rows are slices along the vocabulary axis: dim 0, or (``axis=1``) the elements of a ``(1, V)`` vocabulary buffer
 such as BART's ``final_logits_bias``, which is laid out like a ``(V,)`` tensor (see :func:`rows_shape`).
