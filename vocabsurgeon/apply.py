@@ -467,15 +467,21 @@ SUBWORD_BATCH = 4096
 
 
 def _subword_means(module: Any, path: Path, spec: TensorSpec, pieces: list[tuple[int, ...]], axis: int) -> np.ndarray:
-    """For each tuple of piece ids, the float64 mean of those rows, as float32: every row gathered in one read and
-    summed per token with one ``reduceat`` (a Python loop of small means costs more than the reading)."""
+    """For each tuple of piece ids, the float64 mean of those rows, as float32 (summed in order, as ``np.mean`` of
+    the rows does): every row gathered in one read, and tokens with the same number of pieces summed at once (a
+    Python loop of small means costs more than the reading)."""
     if any(not ids for ids in pieces):
         raise ValueError("a draft plan (without pieces) cannot be applied")
-    counts = np.array([len(ids) for ids in pieces])
-    gathered = module.read_rows(path, spec.name, [i for ids in pieces for i in ids], axis=axis).astype(np.float64)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    sums = np.add.reduceat(gathered, starts, axis=0)
-    return (sums / counts.reshape(-1, *([1] * (sums.ndim - 1)))).astype(np.float32)
+    flat = [i for ids in pieces for i in ids]
+    gathered = module.read_rows(path, spec.name, flat, axis=axis)
+    where = np.cumsum([0, *(len(ids) for ids in pieces)])  # token k's rows are gathered[where[k]:where[k + 1]]
+    out = np.empty((len(pieces), *gathered.shape[1:]), dtype=np.float32)
+    counts = np.diff(where)
+    for count in np.unique(counts):
+        tokens = np.flatnonzero(counts == count)
+        rows = gathered[where[tokens][:, None] + np.arange(count)]  # (tokens, count, *row)
+        out[tokens] = (rows.sum(axis=1, dtype=np.float64) / count).astype(np.float32)
+    return out
 
 
 def source_fingerprints(inventory: Inventory) -> dict[str, str]:
