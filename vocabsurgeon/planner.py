@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .backend import Backend, load_backend
 from .errors import NotEnoughSlotsError, TokenRequestError, UnsupportedCheckpointError, VocabSurgeonError
@@ -123,18 +123,31 @@ def plan_surgery(
             else:
                 mode = "added"
         init = _init_for(request, options.init, slot)
-        averaged: tuple[int, ...] = ()
-        if init == "subword-mean" and pieces:
-            averaged = tuple(backend.encode(_piece_text(content, backend)))
-            unk = vocabulary.special_tokens.get("unk_token")
-            if not averaged or all(id_to_token.get(p) == unk for p in averaged):
-                init = "mean"  # nothing known to average: the mean row is the neutral choice
-                averaged = ()
-        placements.append(Placement(request.text, content, token_id, mode, slot, replaces, init, averaged))
+        placements.append(Placement(request.text, content, token_id, mode, slot, replaces, init, ()))
 
     top = max([p.id for p in placements], default=-1) + 1
     rows_after = _round_up(max(capacity or 0, top), options.pad_to_multiple_of) if capacity is not None else None
-    return _finish_plan(inventory, operation, placements, skipped, capacity, rows_after, options)
+    draft = _finish_plan(inventory, operation, placements, skipped, capacity, rows_after, options)
+    return complete_plan(inventory, draft, backend) if pieces else draft
+
+
+def complete_plan(inventory: Inventory, draft: Plan, backend: Backend | None = None) -> Plan:
+    """The draft with the pieces each ``subword-mean`` row averages: the ids the source tokenizer splits the token
+    into (``mean`` instead where it knows none of them). Nothing else changes."""
+    vocabulary = require_tokenizer(inventory)
+    backend = backend if backend is not None and backend.has_model else load_backend(inventory)
+    unk = vocabulary.special_tokens.get("unk_token")
+    id_to_token = vocabulary.id_to_token
+    placements = []
+    for placement in draft.placements:
+        if placement.init == "subword-mean" and not placement.pieces:
+            pieces = tuple(backend.encode(_piece_text(placement.content, backend)))
+            if not pieces or all(id_to_token.get(p) == unk for p in pieces):
+                placement = replace(placement, init="mean")  # nothing known to average: the neutral choice
+            else:
+                placement = replace(placement, pieces=pieces)
+        placements.append(placement)
+    return replace(draft, placements=tuple(placements))
 
 
 def plan_resize(inventory: Inventory, to: int | None = None, options: Options = Options()) -> Plan:

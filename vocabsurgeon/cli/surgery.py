@@ -15,7 +15,7 @@ from ..apply import Result, apply_plan, source_fingerprints
 from ..errors import CheckpointNotFoundError
 from ..inventory import Inventory, read_inventory
 from ..plan import INITS, Operation, Plan, load_plan, save_plan
-from ..planner import Options, TokenRequest, parse_tokens_file, plan_resize, plan_surgery
+from ..planner import Options, TokenRequest, complete_plan, parse_tokens_file, plan_resize, plan_surgery
 from ..verify import LEVELS, Verifier, verify_checkpoint
 from . import main
 from .output import emit_json, json_option, table
@@ -210,7 +210,7 @@ def _surgery(model: str, operation: Operation, **kw: Any) -> None:
         draft = plan_surgery(inventory, requests, operation, options, pieces=False)
 
         def plan() -> Plan:
-            return plan_surgery(inventory, requests, operation, options)
+            return complete_plan(inventory, draft)
 
     if kw["dry_run"] or kw["save_plan"] is not None:
         plan = plan() if callable(plan) else plan
