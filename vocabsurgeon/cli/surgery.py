@@ -75,7 +75,7 @@ verify_options = [
         show_default=True,
         help="Check the output before renaming it into place. quick: encode with the tokenizers library "
         "(transformers' fast tokenizer engine), check sizes and ids, compare sampled bytes of every tensor. "
-        "full: also reload with transformers and compare every byte (as `vocabsurgeon verify --against`).",
+        "full: reload with transformers instead and compare every byte (as `vocabsurgeon verify --against`).",
     ),
     click.option("--no-verify", is_flag=True, help="Do not check the output."),
 ]
