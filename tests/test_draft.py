@@ -4,13 +4,16 @@ pre-tokenizer alone) while the plan is completed with the pieces a subword-mean 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from checkpoints import minilm_dir
 
 from vocabsurgeon.apply import apply_plan
 from vocabsurgeon.backend import load_backend
+from vocabsurgeon.formats import safetensors_stream
 from vocabsurgeon.inventory import read_inventory
 from vocabsurgeon.plan import Plan
 from vocabsurgeon.planner import Options, TokenRequest, plan_surgery
@@ -118,3 +121,33 @@ def test_a_plan_function_and_a_plan_write_the_same_bytes(llama_dir: Path, tmp_pa
         if path.is_file() and path.name != "vocabsurgeon.json":
             twin = tmp_path / "pipelined" / path.relative_to(tmp_path / "direct")
             assert twin.read_bytes() == path.read_bytes(), path.name
+
+
+def test_a_failing_plan_cancels_the_copy(llama_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The weights thread stops at its next range instead of copying everything before the error is reported."""
+    monkeypatch.setattr(safetensors_stream, "COPY_JOB_BYTES", 512)
+    monkeypatch.setattr(safetensors_stream, "COPY_STREAMS", 1)
+    calls: list[int] = []
+    copy_range = safetensors_stream.copy_range
+
+    def slow(*args: Any, **kwargs: Any) -> None:
+        calls.append(1)
+        time.sleep(0.01)
+        copy_range(*args, **kwargs)
+
+    monkeypatch.setattr(safetensors_stream, "copy_range", slow)
+    inventory = read_inventory(llama_dir)
+    total = sum(inventory.path(f).stat().st_size for ws in inventory.weights for f in ws.files) // 512
+    assert total > 100
+    draft = plan_surgery(inventory, _requests(["hospitalization"]), "append", pieces=False)
+
+    def broken() -> Plan:
+        time.sleep(0.05)
+        raise KeyError("injected")
+
+    outs = tmp_path / "outs"
+    outs.mkdir()
+    with pytest.raises(KeyError, match="injected"):
+        apply_plan(inventory, broken, outs / "out", draft=draft)
+    assert len(calls) < total // 4
+    assert os.listdir(outs) == []

@@ -7,6 +7,7 @@ import json
 import os
 import struct
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -653,3 +654,12 @@ def test_write_rows_refuses_a_file_of_another_shape(model_file: Path, tmp_path: 
     with pytest.raises(ValueError, match="rows"):
         sts.write_rows(copy, edits)
     assert copy.read_bytes() == before
+
+
+def test_a_cancelled_write_starts_no_range_and_leaves_no_file(model_file: Path, tmp_path: Path) -> None:
+    cancel = threading.Event()
+    cancel.set()
+    out = tmp_path / "out.safetensors"
+    with pytest.raises(sts.Cancelled):
+        sts.write_edited(model_file, out, {}, cancel=cancel)
+    assert not out.exists()

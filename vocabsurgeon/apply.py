@@ -160,27 +160,31 @@ def _build(
     # completes the plan, renders the tokenizer files and the manifest, then checks them: the surgery then takes
     # about as long as the weight copy.
     checks: list[Check] = []
-    copying = threading.Event()
+    copying, cancel = threading.Event(), threading.Event()
     with ThreadPoolExecutor(max_workers=1) as pool:
-        weights_done = pool.submit(_write_all_weights, inventory, draft, planned, staging, progress, copying)
-        if not planned.done():
-            # completing the plan holds the GIL in long library calls: let the copies get under way first
-            copying.wait(timeout=COPY_START_TIMEOUT_S)
-            try:
-                planned.set_result(make_plan() if callable(make_plan) else make_plan)
-            except BaseException as error:
-                planned.set_exception(error)  # the weights thread stops at its next look at the plan
-                raise
-        plan = planned.result()
-        written, copied = _write_other_files(inventory, plan, staging)
-        fingerprints = fingerprints if fingerprints is not None else source_fingerprints(inventory)
-        manifest = build_manifest(inventory, plan, fingerprints, extra_manifest)
-        (staging / MANIFEST).write_text(dump_json(manifest, JsonStyle(indent=2)), encoding="utf-8")
-        output = read_inventory(staging, weights=False) if verify is not None else None
-        if verify is not None and output is not None:
-            checks += verify.tokenizer_checks(output, inventory)
-        for relative, changed in weights_done.result():
-            (written.setdefault(relative, None) if changed else copied.append(relative))
+        weights_done = pool.submit(_write_all_weights, inventory, draft, planned, staging, progress, copying, cancel)
+        try:
+            if not planned.done():
+                # completing the plan holds the GIL in long library calls: let the copies get under way first
+                copying.wait(timeout=COPY_START_TIMEOUT_S)
+                try:
+                    planned.set_result(make_plan() if callable(make_plan) else make_plan)
+                except BaseException as error:
+                    planned.set_exception(error)  # the weights thread stops at its next look at the plan
+                    raise
+            plan = planned.result()
+            written, copied = _write_other_files(inventory, plan, staging)
+            fingerprints = fingerprints if fingerprints is not None else source_fingerprints(inventory)
+            manifest = build_manifest(inventory, plan, fingerprints, extra_manifest)
+            (staging / MANIFEST).write_text(dump_json(manifest, JsonStyle(indent=2)), encoding="utf-8")
+            output = read_inventory(staging, weights=False) if verify is not None else None
+            if verify is not None and output is not None:
+                checks += verify.tokenizer_checks(output, inventory)
+            for relative, changed in weights_done.result():
+                (written.setdefault(relative, None) if changed else copied.append(relative))
+        except BaseException:
+            cancel.set()  # failing (or interrupted): stop the copy at its next range instead of finishing it
+            raise
     if verify is not None and output is not None:
         checks += verify.weight_checks(with_weights(output), inventory)
     return sorted({*written, MANIFEST}), copied, checks
@@ -193,15 +197,17 @@ def _write_all_weights(
     staging: Path,
     progress: Progress | None,
     copying: threading.Event,
+    cancel: threading.Event,
 ) -> list[tuple[str, bool]]:
-    """Every weight set; ``copying`` is set once the copies are under way (or nothing is left to start)."""
+    """Every weight set; ``copying`` is set once the copies are under way (or nothing is left to start); once
+    ``cancel`` is set, copies stop at their next range."""
     if progress is not None:  # weight files are written by several threads
         progress = _locked(progress)
     try:
         return [
             item
             for weights in inventory.weights
-            for item in _write_weights(inventory, weights, draft, planned, staging, progress, copying)
+            for item in _write_weights(inventory, weights, draft, planned, staging, progress, copying, cancel)
         ]
     finally:
         copying.set()
@@ -309,6 +315,7 @@ def _write_weights(
     staging: Path,
     progress: Progress | None,
     copying: threading.Event,
+    cancel: threading.Event,
 ) -> Iterable[tuple[str, bool]]:
     """Per file: an edited copy where a vocabulary tensor lives, a byte copy elsewhere; files in parallel.
 
@@ -350,7 +357,7 @@ def _write_weights(
         destination.parent.mkdir(parents=True, exist_ok=True)
         own = mine(relative, edits)
         if later:  # an unchanged safetensors file is copied in parallel streams too
-            module.write_edited(inventory.path(relative), destination, own, progress, copying=started)
+            module.write_edited(inventory.path(relative), destination, own, progress, copying=started, cancel=cancel)
         elif own:
             module.write_edited(inventory.path(relative), destination, own, progress)
         else:

@@ -69,6 +69,10 @@ _LIBRARY_ONLY_DTYPES = frozenset(
 _NUMERIC = {"F64": "<f8", "F32": "<f4", "F16": "<f2"}
 
 
+class Cancelled(Exception):
+    """A write stopped early on request (its caller is failing for another reason)."""
+
+
 @dataclass(frozen=True)
 class Entry:
     """One tensor of a safetensors file: its spec and where its bytes lie, relative to the data section."""
@@ -247,6 +251,7 @@ def write_edited(
     progress: Progress | None = None,
     *,
     copying: Callable[[], None] | None = None,
+    cancel: threading.Event | None = None,
 ) -> None:
     """Write ``dst`` as a copy of the safetensors file ``src`` with ``edits`` applied.
 
@@ -256,7 +261,8 @@ def write_edited(
     every other byte is copied unchanged: with no edits the copy is byte-identical, and when no tensor grows even
     the header bytes are. ``dst`` must not exist (nor be a symlink, nor be ``src``); ``progress`` receives the byte
     count of each written piece, ``copying`` is called once every copy is under way (the caller may then hold the
-    GIL for a while without stalling the copy). A partly written ``dst`` is removed on failure.
+    GIL for a while without stalling the copy), and once ``cancel`` is set no further range is started (the
+    write then raises :class:`Cancelled`). A partly written ``dst`` is removed on failure.
     """
     src, dst = Path(src), Path(dst)
     header = read_header(src)
@@ -269,7 +275,7 @@ def write_edited(
     try:
         with open(src, "rb", buffering=0) as source, open(dst, "xb", buffering=0) as output:
             try:
-                _write_data(source.fileno(), output.fileno(), header, edits, grows, report, copying)
+                _write_data(source.fileno(), output.fileno(), header, edits, grows, report, copying, cancel)
             except EOFError as error:
                 _remove(dst)
                 raise CheckpointFormatError(f"source file changed while it was copied: {error}", path=src) from error
@@ -543,6 +549,7 @@ def _write_data(
     grows: bool,
     report: Progress,
     copying: Callable[[], None] | None = None,
+    cancel: threading.Event | None = None,
 ) -> None:
     """Write every piece of the layout, the copies split into jobs of at most :data:`COPY_JOB_BYTES` and run
     :data:`COPY_STREAMS` at a time: a virtual or networked disk reads several streams faster than one. A job is
@@ -563,6 +570,8 @@ def _write_data(
             report(count)
 
     def run(job: _Piece) -> None:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("the write was cancelled")
         if job.data is not None:
             _pwrite_all(dst_fd, job.data, job.dst)
             locked_report(job.size)
@@ -643,6 +652,7 @@ def _remove(path: PathLike) -> None:
 
 
 __all__ = [
+    "Cancelled",
     "Entry",
     "Header",
     "copy_range",
