@@ -70,7 +70,7 @@ class Verifier:
             originals = _load_tokenizers(source.root, self.slow) if source is not None else {}
         else:
             tokenizers = {"tokenizers": _library_tokenizer(output)}
-            originals = {"tokenizers": self._source_tokenizer(source)} if source is not None else {}
+            originals = {"tokenizers": _library_tokenizer(source)} if source is not None else {}
         for label, tokenizer in tokenizers.items():
             if isinstance(tokenizer, Exception):
                 checks.append(Check(f"{label} tokenizer loads", False, f"{type(tokenizer).__name__}: {tokenizer}"))
@@ -94,9 +94,6 @@ class Verifier:
 
     def run(self, output: Inventory, source: Inventory | None) -> list[Check]:
         return self.tokenizer_checks(output, source) + self.weight_checks(output, source)
-
-    def _source_tokenizer(self, source: Inventory) -> Any:
-        return _library_tokenizer(source)
 
 
 def verify_checkpoint(
