@@ -207,6 +207,18 @@ def test_never_imports_torch(command: str, fixture: str, request: pytest.Fixture
         assert completed.stdout == f"{model}: ok, 0 warnings\n"
 
 
+@pytest.mark.parametrize("verify", [[], ["--verify", "full"]], ids=["quick", "full"])
+def test_a_surgery_imports_transformers_only_for_the_full_check(
+    bert_dir: Path, tmp_path: Path, verify: list[str]
+) -> None:
+    """The default check costs no torch or transformers import (seconds); --verify full is the one that reloads."""
+    modules, completed = imported_modules("append", bert_dir, "--out", tmp_path / "out", "--token", "zqa", *verify)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert "vocabsurgeon.verify" in modules
+    heavy = torch_modules(modules) + [name for name in modules if name.split(".")[0] == "transformers"]
+    assert bool(heavy) == bool(verify)
+
+
 def test_model_id_never_imports_torch(bert_dir: Path, hf_home: Path) -> None:
     hf_cache_snapshot(bert_dir, hf_home, "org/model")
     env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"}

@@ -585,7 +585,7 @@ def test_failed_forced_replace_restores_the_old_output(
 
 
 class _DiskFillsUp:
-    """``os`` as the safetensors writer sees it: writes (``write``, ``copy_file_range``) fail with ENOSPC once
+    """``os`` as the safetensors writer sees it: writes (``pwrite``, ``copy_file_range``) fail with ENOSPC once
     ``limit`` bytes were written, as on a full disk."""
 
     def __init__(self, limit: int) -> None:
@@ -603,10 +603,6 @@ class _DiskFillsUp:
                 self.failed_at = self.written
                 raise OSError(errno.ENOSPC, "No space left on device (injected)")
             self.written += count
-
-    def write(self, fd: int, data: Any) -> int:
-        self._account(len(data))
-        return os.write(fd, data)
 
     def pwrite(self, fd: int, data: Any, offset: int) -> int:
         self._account(len(data))

@@ -353,6 +353,14 @@ def _grow_edits(model: dict[str, torch.Tensor], rng: np.random.Generator) -> dic
     return edits
 
 
+def _reference(model_file: Path, tmp_path: Path, seed: int) -> tuple[dict[str, TensorEdit], Path]:
+    """Growing edits of ``model_file`` and the file write_edited makes of them with the default settings."""
+    edits = _grow_edits(safetensors.torch.load_file(str(model_file)), np.random.default_rng(seed))
+    reference = tmp_path / f"reference-{seed}.safetensors"
+    sts.write_edited(model_file, reference, edits)
+    return edits, reference
+
+
 def test_write_edited_grows_tensors(model_file: Path, tmp_path: Path) -> None:
     source = safetensors.torch.load_file(str(model_file))
     edits = _grow_edits(source, np.random.default_rng(2))
@@ -448,10 +456,7 @@ def test_empty_edits_copy_identical_bytes(mixed_file: Path, tmp_path: Path) -> N
 def test_copy_falls_back_without_copy_file_range(
     model_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
-    source = safetensors.torch.load_file(str(model_file))
-    edits = _grow_edits(source, np.random.default_rng(4))
-    normal = tmp_path / "normal.safetensors"
-    sts.write_edited(model_file, normal, edits)
+    edits, normal = _reference(model_file, tmp_path, 4)
     attempts: list[int] = []
 
     def unsupported(*args: object, **kwargs: object) -> int:
@@ -605,7 +610,7 @@ def test_a_full_disk_is_not_mistaken_for_a_missing_copy_file_range(
         open(tmp_path / "dst.bin", "wb") as dst,
         pytest.raises(OSError, match="No space left") as raised,
     ):
-        sts.copy_range(src.fileno(), dst.fileno(), 0, 1000)
+        sts.copy_range(src.fileno(), dst.fileno(), 0, 1000, dst_offset=0)
     assert raised.value.errno == errno_module.ENOSPC
 
 
@@ -614,10 +619,7 @@ def test_copy_streams_write_the_same_bytes(
     model_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, streams: int
 ) -> None:
     """Jobs finish in any order, each at its own offset: many small jobs on many threads give the same file."""
-    source = safetensors.torch.load_file(str(model_file))
-    edits = _grow_edits(source, np.random.default_rng(6))
-    reference = tmp_path / "reference.safetensors"
-    sts.write_edited(model_file, reference, edits)
+    edits, reference = _reference(model_file, tmp_path, 6)
     monkeypatch.setattr(sts, "COPY_JOB_BYTES", 4096)
     monkeypatch.setattr(sts, "COPY_STREAMS", streams)
     out = tmp_path / "out.safetensors"
@@ -630,10 +632,7 @@ def test_copy_streams_write_the_same_bytes(
 
 def test_placeholder_rows_then_write_rows_equals_one_pass(model_file: Path, tmp_path: Path) -> None:
     """What a surgery does: copy with placeholder rows first, compute the rows, write them in place."""
-    source = safetensors.torch.load_file(str(model_file))
-    edits = _grow_edits(source, np.random.default_rng(7))
-    one_pass = tmp_path / "one.safetensors"
-    sts.write_edited(model_file, one_pass, edits)
+    edits, one_pass = _reference(model_file, tmp_path, 7)
     placeholders = {
         name: TensorEdit(edit.new_rows, edit.indices, np.broadcast_to(np.float32(0), edit.values.shape), edit.axis)
         for name, edit in edits.items()

@@ -17,7 +17,7 @@ import threading
 import zlib
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -160,13 +160,13 @@ def _build(
     # completes the plan, renders the tokenizer files and the manifest, then checks them: the surgery then takes
     # about as long as the weight copy.
     checks: list[Check] = []
-    copying, cancel = threading.Event(), threading.Event()
+    writer = _WeightWriter(inventory, draft, planned, staging, _locked(progress) if progress is not None else None)
     with ThreadPoolExecutor(max_workers=1) as pool:
-        weights_done = pool.submit(_write_all_weights, inventory, draft, planned, staging, progress, copying, cancel)
+        weights_done = pool.submit(writer.run)
         try:
             if not planned.done():
                 # completing the plan holds the GIL in long library calls: let the copies get under way first
-                copying.wait(timeout=COPY_START_TIMEOUT_S)
+                writer.copying.wait(timeout=COPY_START_TIMEOUT_S)
                 try:
                     planned.set_result(make_plan() if callable(make_plan) else make_plan)
                 except BaseException as error:
@@ -183,34 +183,11 @@ def _build(
             for relative, changed in weights_done.result():
                 (written.setdefault(relative, None) if changed else copied.append(relative))
         except BaseException:
-            cancel.set()  # failing (or interrupted): stop the copy at its next range instead of finishing it
+            writer.cancel.set()  # failing (or interrupted): stop the copy at its next range instead of finishing it
             raise
     if verify is not None and output is not None:
         checks += verify.weight_checks(with_weights(output), inventory)
     return sorted({*written, MANIFEST}), copied, checks
-
-
-def _write_all_weights(
-    inventory: Inventory,
-    draft: Plan,
-    planned: Future[Plan],
-    staging: Path,
-    progress: Progress | None,
-    copying: threading.Event,
-    cancel: threading.Event,
-) -> list[tuple[str, bool]]:
-    """Every weight set; ``copying`` is set once the copies are under way (or nothing is left to start); once
-    ``cancel`` is set, copies stop at their next range."""
-    if progress is not None:  # weight files are written by several threads
-        progress = _locked(progress)
-    try:
-        return [
-            item
-            for weights in inventory.weights
-            for item in _write_weights(inventory, weights, draft, planned, staging, progress, copying, cancel)
-        ]
-    finally:
-        copying.set()
 
 
 def _locked(progress: Progress) -> Progress:
@@ -307,78 +284,94 @@ def _weights_module(fmt: str) -> Any:
     return torch_bin
 
 
-def _write_weights(
-    inventory: Inventory,
-    weights: WeightSet,
-    draft: Plan,
-    planned: Future[Plan],
-    staging: Path,
-    progress: Progress | None,
-    copying: threading.Event,
-    cancel: threading.Event,
-) -> Iterable[tuple[str, bool]]:
-    """Per file: an edited copy where a vocabulary tensor lives, a byte copy elsewhere; files in parallel.
+@dataclass
+class _WeightWriter:
+    """Writes the weight files of a surgery, in a worker thread, while the main thread may still complete the plan.
 
-    A format that can write rows in place (``write_rows``) is first written with the draft's rows as placeholders:
-    that needs neither the finished plan nor a read of the source, so the copy starts at once. The rows are
-    computed afterwards from the plan, when the source rows they average are in the page cache (the copy read
-    them), and written over the placeholders.
+    ``copying`` is set once the copies are under way (or nothing is left to start); once ``cancel`` is set, the
+    copies stop at their next range. ``progress`` must be safe to call from several threads.
     """
-    if draft.weights_format is not None and draft.weights_format != weights.format:
-        from .convert import convert_weights
 
-        copying.set()  # nothing starts before the plan is complete
-        plan = planned.result()
-        yield from convert_weights(inventory, weights, plan, staging, progress, _edits_for(inventory, weights, plan))
-        return
-    module = _weights_module(weights.format)
-    later = hasattr(module, "write_rows")
-    if not later:
-        copying.set()  # nothing starts before the plan is complete
-    edits = (
-        _edits_for(inventory, weights, draft, values=False)
-        if later
-        else _edits_for(inventory, weights, planned.result())
-    )
-    pending = [len(weights.files)]
-    lock = threading.Lock()
+    inventory: Inventory
+    draft: Plan
+    planned: Future[Plan]
+    staging: Path
+    progress: Progress | None
+    copying: threading.Event = field(default_factory=threading.Event)
+    cancel: threading.Event = field(default_factory=threading.Event)
 
-    def started() -> None:
-        with lock:
-            pending[0] -= 1
-            if pending[0] == 0:
-                copying.set()
+    def run(self) -> list[tuple[str, bool]]:
+        """(relative path, changed) of every weight file and index written."""
+        try:
+            return [item for weights in self.inventory.weights for item in self._write_set(weights)]
+        finally:
+            self.copying.set()
 
-    def mine(relative: str, edits: dict[str, TensorEdit]) -> dict[str, TensorEdit]:
-        return {name: edit for name, edit in edits.items() if weights.locations[name] == relative}
+    def _write_set(self, weights: WeightSet) -> Iterable[tuple[str, bool]]:
+        """Per file: an edited copy where a vocabulary tensor lives, a byte copy elsewhere; files in parallel.
 
-    def write(relative: str) -> tuple[str, bool]:
-        destination = staging / relative
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        own = mine(relative, edits)
-        if later:  # an unchanged safetensors file is copied in parallel streams too
-            module.write_edited(inventory.path(relative), destination, own, progress, copying=started, cancel=cancel)
-        elif own:
-            module.write_edited(inventory.path(relative), destination, own, progress)
-        else:
-            _copy(inventory.path(relative), destination)
-            if progress is not None:
-                progress(destination.stat().st_size)
-        return relative, bool(own)
+        A format that can write rows in place (``write_rows``) is first written with the draft's rows as
+        placeholders: that needs neither the finished plan nor a read of the source, so the copy starts at once.
+        The rows are computed afterwards from the plan, when the source rows they average are in the page cache
+        (the copy read them), and written over the placeholders.
+        """
+        inventory, staging, progress = self.inventory, self.staging, self.progress
+        if self.draft.weights_format is not None and self.draft.weights_format != weights.format:
+            from .convert import convert_weights
 
-    with ThreadPoolExecutor(max_workers=PARALLEL_FILES, thread_name_prefix="vocabsurgeon-file") as pool:
-        yield from list(pool.map(write, weights.files))
-    if later and edits:
-        filled = _edits_for(inventory, weights, planned.result())
-        if {name: (e.new_rows, e.indices) for name, e in filled.items()} != {
-            name: (e.new_rows, e.indices) for name, e in edits.items()
-        }:
-            raise RuntimeError("internal error: the plan's rows differ from its draft's")
-        for relative in weights.files:
-            if own := mine(relative, filled):
-                module.write_rows(staging / relative, own)
-    if weights.index is not None:
-        yield weights.index, _write_index(inventory, weights, edits, staging)
+            self.copying.set()  # nothing starts before the plan is complete
+            plan = self.planned.result()
+            edits = _edits_for(inventory, weights, plan)
+            yield from convert_weights(inventory, weights, plan, staging, progress, edits)
+            return
+        module = _weights_module(weights.format)
+        later = hasattr(module, "write_rows")
+        if not later:
+            self.copying.set()  # nothing starts before the plan is complete
+        edits = (
+            _edits_for(inventory, weights, self.draft, values=False)
+            if later
+            else _edits_for(inventory, weights, self.planned.result())
+        )
+        pending = [len(weights.files)]
+        lock = threading.Lock()
+
+        def started() -> None:
+            with lock:
+                pending[0] -= 1
+                if pending[0] == 0:
+                    self.copying.set()
+
+        def mine(relative: str, edits: dict[str, TensorEdit]) -> dict[str, TensorEdit]:
+            return {name: edit for name, edit in edits.items() if weights.locations[name] == relative}
+
+        def write(relative: str) -> tuple[str, bool]:
+            source, destination = inventory.path(relative), staging / relative
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            own = mine(relative, edits)
+            if later:  # an unchanged safetensors file is copied in parallel streams too
+                module.write_edited(source, destination, own, progress, copying=started, cancel=self.cancel)
+            elif own:
+                module.write_edited(source, destination, own, progress)
+            else:
+                _copy(source, destination)
+                if progress is not None:
+                    progress(destination.stat().st_size)
+            return relative, bool(own)
+
+        with ThreadPoolExecutor(max_workers=PARALLEL_FILES, thread_name_prefix="vocabsurgeon-file") as pool:
+            yield from list(pool.map(write, weights.files))
+        if later and edits:
+            filled = _edits_for(inventory, weights, self.planned.result())
+            if {name: (e.new_rows, e.indices) for name, e in filled.items()} != {
+                name: (e.new_rows, e.indices) for name, e in edits.items()
+            }:
+                raise RuntimeError("internal error: the plan's rows differ from its draft's")
+            for relative in weights.files:
+                if own := mine(relative, filled):
+                    module.write_rows(staging / relative, own)
+        if weights.index is not None:
+            yield weights.index, _write_index(inventory, weights, edits, staging)
 
 
 def _write_index(inventory: Inventory, weights: WeightSet, edits: dict[str, TensorEdit], staging: Path) -> bool:

@@ -15,10 +15,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import CheckpointNotFoundError, OutputExistsError, RecipeError, VocabSurgeonError
 from .plan import INITS, hash_document
+
+if TYPE_CHECKING:
+    from .verify import Level
 
 Status = Literal["ok", "skipped", "failed", "planned"]
 
@@ -179,7 +182,7 @@ def outputs_for(models: Sequence[Path], out_root: Path) -> dict[Path, Path]:
     return outputs
 
 
-def run_one(model: str, output: str, recipe: Recipe, dry_run: bool, verify: str | None = "quick") -> Outcome:
+def run_one(model: str, output: str, recipe: Recipe, dry_run: bool, verify: Level | None = "quick") -> Outcome:
     """Plan and apply the recipe to one directory; every error becomes a failed Outcome (never raised).
     ``verify``: the verification level ("quick", "full") or None for none."""
     start = time.perf_counter()
@@ -192,7 +195,7 @@ def run_one(model: str, output: str, recipe: Recipe, dry_run: bool, verify: str 
         return Outcome(model, output, "failed", seconds=time.perf_counter() - start, reason=reason)
 
 
-def _run_one(model: Path, output: Path, recipe: Recipe, dry_run: bool, verify: str | None, start: float) -> Outcome:
+def _run_one(model: Path, output: Path, recipe: Recipe, dry_run: bool, verify: Level | None, start: float) -> Outcome:
     from .apply import apply_plan, source_fingerprints
     from .audit import audit
     from .inventory import MANIFEST, read_inventory
@@ -237,7 +240,7 @@ def _run_one(model: Path, output: Path, recipe: Recipe, dry_run: bool, verify: s
             plan,
             output,
             force=force,
-            verify=Verifier(verify) if verify else None,  # type: ignore[arg-type]
+            verify=Verifier(verify) if verify else None,
             extra_manifest={"recipe_hash": recipe.hash},
         )
     return Outcome(**{**asdict(outcome), "seconds": time.perf_counter() - start})
@@ -250,7 +253,7 @@ def run_batch(
     *,
     jobs: int | None = None,
     dry_run: bool = False,
-    verify: str | None = "quick",
+    verify: Level | None = "quick",
     on_done: Callable[[Outcome], None] | None = None,
 ) -> list[Outcome]:
     """Run every directory (in ``jobs`` processes); outcomes in the order of ``models``."""

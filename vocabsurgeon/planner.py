@@ -134,6 +134,9 @@ def plan_surgery(
 def complete_plan(inventory: Inventory, draft: Plan, backend: Backend | None = None) -> Plan:
     """The draft with the pieces each ``subword-mean`` row averages: the ids the source tokenizer splits the token
     into (``mean`` instead where it knows none of them). Nothing else changes."""
+    pending = [p for p in draft.placements if p.init == "subword-mean" and not p.pieces]
+    if not pending:
+        return draft  # nothing to look up: the tokenizer's model is not loaded
     vocabulary = require_tokenizer(inventory)
     backend = backend if backend is not None and backend.has_model else load_backend(inventory)
     unk = vocabulary.special_tokens.get("unk_token")

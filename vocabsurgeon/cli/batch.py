@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from ..batch import Outcome, expand_models, read_recipe, run_batch
+from ..verify import Level
 from . import main
 from .output import emit_json, json_option, table
 from .surgery import verify_options
@@ -35,7 +36,7 @@ def batch(
     out_root: Path,
     jobs: int | None,
     dry_run: bool,
-    verify_level: str,
+    verify_level: Level,
     no_verify: bool,
     quiet: bool,
     as_json: bool,

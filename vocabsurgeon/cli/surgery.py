@@ -196,40 +196,34 @@ def resize(model: str, to: str, **kwargs: Any) -> None:
 
 
 def _surgery(model: str, operation: Operation, **kw: Any) -> None:
+    if kw["out"] is None and not kw["dry_run"]:
+        raise click.UsageError("--out is required (unless --dry-run)")
     inventory = read_inventory(model)
     options = Options(
         init=kw.get("init"), pad_to_multiple_of=kw.get("pad_to_multiple_of"), weights_format=kw.get("weights_format")
     )
     if operation == "resize":
-        plan: Plan | Callable[[], Plan] = plan_resize(inventory, kw.get("resize_to"), options)
-        draft = None
+        draft = plan_resize(inventory, kw.get("resize_to"), options)
     else:
         requests = collect_requests(kw["tokens"], kw["special_tokens"], kw["tokens_file"], kw["special_tokens_file"])
         # the draft (ids and rows, from the normalizer and pre-tokenizer alone) is enough to start copying the
         # weights; the tokenizer's model, needed for the pieces a row averages, loads meanwhile
         draft = plan_surgery(inventory, requests, operation, options, pieces=False)
-
-        def plan() -> Plan:
-            return complete_plan(inventory, draft)
-
-    if kw["dry_run"] or kw["save_plan"] is not None:
-        plan = plan() if callable(plan) else plan
+    if not kw["dry_run"] and kw["save_plan"] is None:
+        _execute(inventory, lambda: complete_plan(inventory, draft), draft, **kw)
+        return
+    plan = complete_plan(inventory, draft)
     if kw["save_plan"] is not None:
-        assert isinstance(plan, Plan)
         plan = replace(plan, fingerprints=source_fingerprints(inventory))
         save_plan(plan, kw["save_plan"], force=kw["force"])
-    if kw["dry_run"]:
-        assert isinstance(plan, Plan)
-        if kw["as_json"]:
-            emit_json({"dry_run": True, "plan": plan.to_json()})
-        else:
-            click.echo(render_plan(plan))
-            saved = f"; plan saved to {kw['save_plan']}" if kw["save_plan"] else ""
-            click.echo(f"\ndry run: nothing written{saved}")
-        return
-    if kw["out"] is None:
-        raise click.UsageError("--out is required (unless --dry-run)")
-    _execute(inventory, plan, draft, **kw)
+    if not kw["dry_run"]:
+        _execute(inventory, plan, **kw)
+    elif kw["as_json"]:
+        emit_json({"dry_run": True, "plan": plan.to_json()})
+    else:
+        click.echo(render_plan(plan))
+        saved = f"; plan saved to {kw['save_plan']}" if kw["save_plan"] else ""
+        click.echo(f"\ndry run: nothing written{saved}")
 
 
 def _execute(inventory: Inventory, plan: Plan | Callable[[], Plan], draft: Plan | None = None, **kw: Any) -> None:
@@ -331,7 +325,8 @@ def verify(out: str, against: str | None, fast_only: bool, quick: bool, as_json:
     Sizes agree (len(tokenizer), config.vocab_size, embedding and head rows); each token of the manifest
     encodes to exactly its id with the fast and the slow tokenizer. With --against SRC also: original tokens
     keep their ids, texts without new tokens encode as before, non-vocabulary tensors and untouched rows are
-    bit-identical (every byte is compared). Exit 1 on any violation.
+    bit-identical (every byte is compared). With --quick: the check a surgery runs by default (the tokenizers
+    library, sampled rows). Exit 1 on any violation.
 
     \b
     Example:

@@ -319,11 +319,11 @@ def copy_range(
     count: int,
     progress: Progress | None = None,
     *,
-    dst_offset: int | None = None,
+    dst_offset: int,
     step: int = CHUNK_BYTES,
 ) -> None:
-    """Copy ``count`` bytes at ``offset`` of ``src_fd`` to ``dst_offset`` of ``dst_fd`` (default: its current
-    position), at disk speed.
+    """Copy ``count`` bytes at ``offset`` of ``src_fd`` to ``dst_offset`` of ``dst_fd``, at disk speed; neither
+    file's position moves, so several threads can copy ranges of the same pair of files at once.
 
     Uses ``os.copy_file_range`` (in-kernel, possibly reflinked) and falls back to a 16 MiB buffered read/write
     loop where it is unavailable. ``progress`` is called after each system call, which copies at most ``step``
@@ -334,10 +334,7 @@ def copy_range(
     while done < count:
         try:
             piece = min(step, count - done)
-            if dst_offset is None:
-                copied = os.copy_file_range(src_fd, dst_fd, piece, offset + done)
-            else:
-                copied = os.copy_file_range(src_fd, dst_fd, piece, offset + done, dst_offset + done)
+            copied = os.copy_file_range(src_fd, dst_fd, piece, offset + done, dst_offset + done)
         except AttributeError:  # not Linux
             break
         except OSError as error:
@@ -349,8 +346,7 @@ def copy_range(
         done += copied
         report(copied)
     if done < count:
-        at = None if dst_offset is None else dst_offset + done
-        _copy_range_buffered(src_fd, dst_fd, offset + done, count - done, report, at)
+        _copy_range_buffered(src_fd, dst_fd, offset + done, count - done, report, dst_offset + done)
 
 
 # --------------------------------------------------------------------------------------------------- helpers
@@ -621,19 +617,16 @@ def _encoded_rows(values: np.ndarray, positions: list[int], spec: TensorSpec) ->
         yield encode(values[positions[start : start + batch]], spec.dtype)
 
 
-def _pwrite_all(dst_fd: int, data: bytes | memoryview, offset: int | None) -> None:
-    """All of ``data`` at ``offset`` (None: the current position)."""
+def _pwrite_all(dst_fd: int, data: bytes | memoryview, offset: int) -> None:
+    """All of ``data`` at ``offset``."""
     view = memoryview(data)
     while view:
-        written = os.write(dst_fd, view) if offset is None else os.pwrite(dst_fd, view, offset)
+        written = os.pwrite(dst_fd, view, offset)
         view = view[written:]
-        if offset is not None:
-            offset += written
+        offset += written
 
 
-def _copy_range_buffered(
-    src_fd: int, dst_fd: int, offset: int, count: int, report: Progress, dst_offset: int | None = None
-) -> None:
+def _copy_range_buffered(src_fd: int, dst_fd: int, offset: int, count: int, report: Progress, dst_offset: int) -> None:
     buffer = bytearray(min(FALLBACK_BUFFER_BYTES, count))
     done = 0
     while done < count:
@@ -641,7 +634,7 @@ def _copy_range_buffered(
         got = os.preadv(src_fd, [view], offset + done)
         if got == 0:
             raise EOFError(f"source ended {count - done} bytes early")
-        _pwrite_all(dst_fd, view[:got], None if dst_offset is None else dst_offset + done)
+        _pwrite_all(dst_fd, view[:got], dst_offset + done)
         report(got)
         done += got
 
