@@ -578,14 +578,16 @@ def test_init_subword_mean_is_the_mean_of_the_source_pieces(bert_dir: Path, tmp_
             torch.testing.assert_close(after[name][ids[token]], expected, atol=1e-6, rtol=0)
 
 
-def test_init_keep_with_append_is_a_one_line_error(bert_dir: Path, tmp_path: Path) -> None:
+def test_init_keep_is_not_a_choice_of_append(bert_dir: Path, tmp_path: Path) -> None:
+    """The --init choices come from the registry of initializations: append offers no init it then refuses."""
     before = sorted(p.name for p in tmp_path.iterdir())
     result = run("append", bert_dir, "--out", tmp_path / "out", "--token", "hospitalization", "--init", "keep")
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert result.stdout == ""
-    lines = one_line_error(result)
-    assert "keep" in lines[0]
+    assert "Invalid value for '--init': 'keep' is not one of 'subword-mean', 'mean', 'zeros', 'normal'." in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert "keep" not in run("append", "--help").stdout.split("--init")[1].split("--")[0]
+    assert "keep:" in run("remap", "--help").stdout
 
 
 # --------------------------------------------------------------------------------------------------
@@ -600,7 +602,7 @@ def test_append_to_a_padded_checkpoint_fills_padding_rows(bert_padded_dir: Path,
     assert result.exit_code == 0, result.output
     plan = json.loads(result.stdout)["plan"]
     assert (plan["rows_before"], plan["rows_after"]) == (2048, 2048)
-    assert plan["config_vocab_size"] is None
+    assert plan["config"] == {}
     assert sorted((p["id"], p["slot"]) for p in plan["placements"]) == [(i, "padding") for i in (2003, 2004, 2005)]
 
     tokenizer = AutoTokenizer.from_pretrained(out)

@@ -60,7 +60,7 @@ def _no_tokenizer(model: Path) -> tuple[Path, str]:
 
 def _truncated(model: Path) -> tuple[Path, str]:
     path = truncate_weights(model)
-    # the detail in parentheses is the safetensors library's own wording
+    # one validator for every command: the header reader's (tested against the library in test_safetensors_stream)
     return model, f"{path}: truncated safetensors file ("
 
 

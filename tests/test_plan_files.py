@@ -1,14 +1,23 @@
-"""Saved plans: --save-plan writes a reviewable JSON plan; `apply` writes exactly what the direct run writes, and
-refuses (writing nothing) when the source changed since the plan was made."""
+"""Plans: the plan is the whole decision (--dry-run --json lists every tensor operation and every output file), a
+saved plan applies to exactly the bytes of the direct surgery, and a hand-edited or stale plan is refused with one
+line naming the field, writing nothing."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import pytest
 from click.testing import CliRunner, Result
 
+import vocabsurgeon
 from vocabsurgeon.cli import main
+from vocabsurgeon.errors import PlanError
+from vocabsurgeon.plan import parse_plan
 
 TOKENS = ("--token", "COVID", "--token", "COVID-19", "--special-token", "[special1]")
 
@@ -17,28 +26,185 @@ def run(*args: str | Path) -> Result:
     return CliRunner().invoke(main, [str(arg) for arg in args])
 
 
+def tree(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != "vocabsurgeon.json"
+    }
+
+
 def test_saved_plan_applies_to_the_same_bytes(bert_dir: Path, tmp_path: Path) -> None:
     plan = tmp_path / "plan.json"
     dry = run("remap", bert_dir, *TOKENS, "--dry-run", "--save-plan", plan)
     assert dry.exit_code == 0, dry.output
     assert dry.output.rstrip().endswith(f"dry run: nothing written; plan saved to {plan}")
     document = json.loads(plan.read_text(encoding="utf-8"))
-    assert document["vocabsurgeon_plan"] == 1
+    assert document["vocabsurgeon_plan"] == 2
     assert document["source"] == str(bert_dir.absolute())
-    assert set(document["fingerprints"]) >= {"tokenizer.json", "vocab.txt", "model.safetensors", "config.json"}
+    assert set(document["fingerprints"]) == {p.name for p in bert_dir.iterdir()}
+    assert all(value.startswith("sha256:") for value in document["fingerprints"].values())
     assert [p["token"] for p in document["placements"]] == ["COVID", "COVID-19", "[special1]"]
 
     applied, direct = tmp_path / "applied", tmp_path / "direct"
     assert run("apply", plan, "--out", applied).exit_code == 0
     assert run("remap", bert_dir, "--out", direct, *TOKENS).exit_code == 0
-    for name in (
-        "tokenizer.json",
-        "vocab.txt",
-        "tokenizer_config.json",
-        "special_tokens_map.json",
-        "model.safetensors",
-    ):
-        assert (applied / name).read_bytes() == (direct / name).read_bytes(), name
+    assert tree(applied) == tree(direct)
+
+
+def test_a_saved_append_plan_of_a_sharded_llama_applies_to_the_same_bytes(
+    llama_sharded_dir: Path, tmp_path: Path
+) -> None:
+    plan = tmp_path / "plan.json"
+    args = ("--token", "zqxjv", "--token", "qqwwv", "--pad-to-multiple-of", "64")
+    assert run("append", llama_sharded_dir, *args, "--dry-run", "--save-plan", plan).exit_code == 0
+    assert run("apply", plan, "--out", tmp_path / "applied").exit_code == 0
+    assert run("append", llama_sharded_dir, *args, "--out", tmp_path / "direct").exit_code == 0
+    assert tree(tmp_path / "applied") == tree(tmp_path / "direct")
+
+
+def test_dry_run_json_lists_every_tensor_operation_and_output_file(llama_sharded_dir: Path, tmp_path: Path) -> None:
+    result = run("append", llama_sharded_dir, "--token", "zqxjv", "--pad-to-multiple-of", "64", "--dry-run", "--json")
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout)["plan"]
+    inventory = vocabsurgeon.read_inventory(llama_sharded_dir)
+    weights = inventory.primary_weights
+    assert weights is not None
+    vocab_tensors = {"model.embed_tokens.weight", "lm_head.weight"}
+    assert {op["name"] for op in plan["tensors"]} == vocab_tensors
+    rows_after = plan["rows_after"]
+    assert rows_after % 64 == 0
+    for op in plan["tensors"]:
+        assert op["file"] == weights.locations[op["name"]]
+        assert (op["axis"], op["rows_before"], op["rows_after"]) == (0, plan["rows_before"], rows_after)
+        written = sorted(i for ids in op["rows"].values() for i in ids)
+        assert written == list(range(plan["rows_before"], rows_after))  # the token's row and every padding row
+        assert op["rows"]["subword-mean"] == [plan["placements"][0]["id"]]
+    files = {f["path"]: f for f in plan["files"]}
+    assert set(files) == {*inventory.files, "vocabsurgeon.json"}
+    changed = {op["file"] for op in plan["tensors"]}
+    for name in weights.files:
+        assert files[name]["action"] == ("edit" if name in changed else "copy")
+    assert files["model.safetensors.index.json"]["action"] == "rewrite"
+    assert files["tokenizer.json"]["action"] == "rewrite" and len(files["tokenizer.json"]["sha256"]) == 64
+    assert files["config.json"]["action"] == "rewrite"
+    assert plan["config"] == {"vocab_size": rows_after}
+    assert not list(tmp_path.glob("*out*"))
+
+    text = run("append", llama_sharded_dir, "--token", "zqxjv", "--pad-to-multiple-of", "64", "--dry-run")
+    assert "model.embed_tokens.weight" in text.stdout and "1 subword-mean" in text.stdout
+    assert re.search(r"^model\.safetensors\.index\.json +rewrite$", text.stdout, re.MULTILINE)
+
+
+def test_a_pytorch_conversion_plan_names_the_converted_files(bert_dir: Path) -> None:
+    result = run("remap", bert_dir, "--token", "covid", "--weights-format", "pytorch", "--dry-run", "--json")
+    files = {f["path"]: f for f in json.loads(result.stdout)["plan"]["files"]}
+    assert files["pytorch_model.bin"] == {
+        "path": "pytorch_model.bin",
+        "action": "convert",
+        "source": "model.safetensors",
+    }
+    assert "model.safetensors" not in files
+
+
+# ------------------------------------------------------------------------------------------------ hand edits
+
+
+def _edit_placement(key: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    def edit(document: dict[str, Any]) -> None:
+        document["placements"][0][key] = value
+
+    return edit
+
+
+def _set(key: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    def edit(document: dict[str, Any]) -> None:
+        if value is ...:
+            del document[key]
+        else:
+            document[key] = value
+
+    return edit
+
+
+def _duplicate_id(document: dict[str, Any]) -> None:
+    document["placements"][1]["id"] = document["placements"][0]["id"]
+
+
+def _bogus_tensor_init(document: dict[str, Any]) -> None:
+    op = document["tensors"][0]
+    op["rows"] = {"bogus": [i for ids in op["rows"].values() for i in ids]}
+
+
+def _drop_tensor(document: dict[str, Any]) -> None:
+    document["tensors"].pop()
+
+
+def _tensor_rows(document: dict[str, Any]) -> None:
+    document["tensors"][0]["rows_before"] = 7
+
+
+HAND_EDITS: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
+    "init bogus": (_edit_placement("init", "bogus"), "field placements[0].init must be one of subword-mean, mean"),
+    "mode whatever": (_edit_placement("mode", "whatever"), "field placements[0].mode must be one of vocab, added"),
+    "id out of range": (_edit_placement("id", 10**6), "field placements[0].id is 1000000, outside the 2000 rows"),
+    "id as a string": (_edit_placement("id", "5"), "field placements[0].id must be an integer, not a string"),
+    "negative id": (_edit_placement("id", -1), "field placements[0].id must be at least 0, not -1"),
+    "two placements on one id": (_duplicate_id, "field placements[1].id is 1, also the id of placements[0]"),
+    "replaces another token": (
+        _edit_placement("replaces", "[unused77]"),
+        "field placements[0].replaces is '[unused77]' but the source has '[unused0]' at id 1; make a new plan",
+    ),
+    "id of a real token": (
+        _edit_placement("id", 1500),
+        "field placements[0].replaces is '[unused0]' but the source has",
+    ),
+    "fingerprints empty": (_set("fingerprints", {}), "field fingerprints must be a non-empty object"),
+    "fingerprints missing": (_set("fingerprints", ...), "field fingerprints is missing"),
+    "fingerprint not sha256": (
+        lambda d: d["fingerprints"].update({"vocab.txt": "quick:abc"}),
+        "field fingerprints['vocab.txt'] must be 'sha256:' and 64 hex digits",
+    ),
+    "operation unknown": (
+        _set("operation", "transplant"),
+        "field operation must be one of remap, append, auto, resize",
+    ),
+    "plan version": (_set("vocabsurgeon_plan", 1), "not a vocabsurgeon plan of version 2 (1 vocabsurgeon_plan)"),
+    "tensor init unknown": (_bogus_tensor_init, "field tensors[0].rows names an unknown initialization 'bogus'"),
+    "tensor dropped": (_drop_tensor, "field tensors does not match what the placements change in the source"),
+    "tensor rows edited": (_tensor_rows, "field tensors[0].rows leaves new rows of 7..1999 without an initialization"),
+    "content edited": (
+        _edit_placement("content", "covidx"),
+        "would not be written as the plan records; the plan was edited or made by another version",
+    ),
+    "pieces as strings": (_edit_placement("pieces", ["3"]), "field placements[0].pieces[0] must be a non-negative"),
+}
+
+
+@pytest.mark.parametrize("case", list(HAND_EDITS))
+def test_a_hand_edited_plan_is_one_line_and_writes_nothing(case: str, bert_dir: Path, tmp_path: Path) -> None:
+    plan = tmp_path / "plan.json"
+    assert run("remap", bert_dir, *TOKENS, "--dry-run", "--save-plan", plan).exit_code == 0
+    document = json.loads(plan.read_text(encoding="utf-8"))
+    edit, expected = HAND_EDITS[case]
+    edit(document)
+    plan.write_text(json.dumps(document), encoding="utf-8")
+    outs = tmp_path / "outs"
+    outs.mkdir()
+    result = run("apply", plan, "--out", outs / "out")
+    assert result.exit_code == 1, result.output
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("vocabsurgeon: error: ")
+    assert "internal error" not in result.stderr
+    assert expected in result.stderr
+    assert os.listdir(outs) == []
+
+
+def test_parse_plan_round_trips(bert_dir: Path) -> None:
+    plan = vocabsurgeon.plan_surgery(bert_dir, "remap", tokens=["covid", "COVID-19"], fingerprints=True)
+    assert parse_plan(json.loads(json.dumps(plan.to_json()))) == plan
+    with pytest.raises(PlanError, match="field placements must be a list"):
+        parse_plan({**plan.to_json(), "placements": {}})
 
 
 def test_a_changed_source_is_refused(bert_dir: Path, tmp_path: Path) -> None:
@@ -50,9 +216,32 @@ def test_a_changed_source_is_refused(bert_dir: Path, tmp_path: Path) -> None:
     result = run("apply", plan, "--out", out)
     assert result.exit_code == 1
     assert result.stderr == (
-        f"vocabsurgeon: error: {bert_dir.absolute()}: the source changed since this plan was made; make a new plan\n"
+        f"vocabsurgeon: error: {bert_dir.absolute()}: the source changed since this plan was made (vocab.txt);"
+        " make a new plan\n"
     )
     assert not out.exists()
+
+
+def test_sixteen_bytes_flipped_in_the_middle_of_a_90_mb_weight_file_are_refused(minilm: Path, tmp_path: Path) -> None:
+    """A fingerprint covers every byte: not only a file's size and ends."""
+    weights = minilm / "model.safetensors"
+    assert weights.stat().st_size > 80 << 20
+    plan = tmp_path / "plan.json"
+    assert run("remap", minilm, "--token", "covid", "--dry-run", "--save-plan", plan).exit_code == 0
+    data = bytearray(weights.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 16] = bytes(b ^ 0xFF for b in data[middle : middle + 16])
+    weights.unlink()  # the fixture's file may be a link to the shared copy: write a new one
+    weights.write_bytes(bytes(data))
+    outs = tmp_path / "outs"
+    outs.mkdir()
+    result = run("apply", plan, "--out", outs / "out")
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"vocabsurgeon: error: {minilm.absolute()}: the source changed since this plan was made (model.safetensors);"
+        " make a new plan\n"
+    )
+    assert os.listdir(outs) == []
 
 
 def test_plan_file_errors(tmp_path: Path, bert_dir: Path) -> None:
@@ -63,7 +252,10 @@ def test_plan_file_errors(tmp_path: Path, bert_dir: Path) -> None:
     other.write_text('{"hello": 1}', encoding="utf-8")
     wrong = run("apply", other, "--out", tmp_path / "out")
     assert wrong.exit_code == 1
-    assert wrong.stderr == f"vocabsurgeon: error: {other}: not a vocabsurgeon plan (version 1)\n"
+    assert wrong.stderr == (
+        f"vocabsurgeon: error: {other}: not a vocabsurgeon plan of version 2 (no vocabsurgeon_plan);"
+        " make the plan again with this version (--save-plan)\n"
+    )
     plan = tmp_path / "plan.json"
     plan.write_text("{}", encoding="utf-8")
     exists = run("remap", bert_dir, *TOKENS, "--dry-run", "--save-plan", plan)

@@ -27,11 +27,11 @@ from safetensors.numpy import load_file
 from transformers import AutoTokenizer
 
 import vocabsurgeon.apply as apply_module
-from vocabsurgeon.apply import apply_plan
+import vocabsurgeon
 from vocabsurgeon.cli import main
 from vocabsurgeon.formats import safetensors_stream
 from vocabsurgeon.inventory import read_inventory
-from vocabsurgeon.planner import TokenRequest, plan_surgery
+from vocabsurgeon.planner import TokenRequest
 from vocabsurgeon.slots import find_slots, is_placeholder
 from vocabsurgeon.verify import Check, Verifier
 
@@ -117,9 +117,8 @@ def tensor_data_offset(path: Path, name: str) -> int:
 
 
 def library_remap(src: Path, out: Path, requests: list[TokenRequest], **kwargs: Any) -> None:
-    inventory = read_inventory(src)
-    plan = plan_surgery(inventory, requests, "remap")
-    apply_plan(inventory, plan, out, verify=Verifier("full"), **kwargs)
+    plan = vocabsurgeon.plan_surgery(src, "remap", tokens=requests)
+    vocabsurgeon.apply_plan(plan, out, verify="full", **kwargs)
 
 
 MINILM_REQUESTS = [*(TokenRequest(t) for t in NEW_TOKENS), TokenRequest(SPECIAL, special=True)]
@@ -642,7 +641,7 @@ def test_weights_writer_failing_half_way_leaves_nothing(
 def test_verification_failure_leaves_nothing(
     bert_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, phase: str
 ) -> None:
-    monkeypatch.setattr(Verifier, phase, lambda self, output, source: [Check("injected", False)])
+    monkeypatch.setattr(Verifier, phase, lambda self, output, source, tokens=None: [Check("injected", False)])
     out = tmp_path / "out"
     result = invoke("remap", bert_dir, "--out", out, "--token", "zqa")
     assert result.exit_code == 1
@@ -653,7 +652,7 @@ def test_verification_failure_leaves_nothing(
 
 
 def test_verification_failure_names_the_output(bert_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(Verifier, "weight_checks", lambda self, output, source: [Check("injected", False)])
+    monkeypatch.setattr(Verifier, "weight_checks", lambda self, output, source, tokens=None: [Check("injected", False)])
     out = tmp_path / "out"
     result = invoke("remap", bert_dir, "--out", out, "--token", "zqa")
     assert error_line(result).startswith(f"vocabsurgeon: error: {out}: verification failed")

@@ -16,12 +16,11 @@ from hypothesis import strategies as st
 from safetensors import safe_open
 from transformers import AutoTokenizer
 
-from vocabsurgeon.apply import apply_plan
+from vocabsurgeon import apply_plan, plan_surgery
 from vocabsurgeon.backend import load_backend
 from vocabsurgeon.formats.json_file import JsonStyle, dump_json, parse_json, parse_style
 from vocabsurgeon.formats.vocab_txt import dump_vocab_txt, parse_vocab_txt, read_vocab_txt
 from vocabsurgeon.inventory import Inventory, read_inventory
-from vocabsurgeon.planner import TokenRequest, plan_surgery
 from vocabsurgeon.slots import is_placeholder
 from vocabsurgeon.verify import verify_checkpoint
 
@@ -92,11 +91,11 @@ def _carrier(vocab: dict[str, int], body: str) -> str | None:
 def test_remap_invariants(source: Source, drawn: list[str]) -> None:
     tokens = _usable(source, drawn)
     assume(tokens)
-    plan = plan_surgery(source.inventory, [TokenRequest(t) for t in tokens], "remap")
+    plan = plan_surgery(source.inventory, "remap", tokens=tokens)
     assert [p.token for p in plan.placements] == tokens
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out"
-        apply_plan(source.inventory, plan, out)
+        apply_plan(plan, out, source=source.inventory)
         tokenizer = AutoTokenizer.from_pretrained(str(out), local_files_only=True)
         vocab = tokenizer.get_vocab()
 

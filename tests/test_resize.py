@@ -134,7 +134,7 @@ def test_resize_to_a_row_count_grows_to_it(bert_grown_dir: Path, tmp_path: Path)
     result = run("resize", bert_grown_dir, "--out", out, "--to", "2100", "--json")
     assert result.exit_code == 0, result.output
     plan = json.loads(result.stdout)["plan"]
-    assert (plan["rows_before"], plan["rows_after"], plan["config_vocab_size"]) == (2000, 2100, 2100)
+    assert (plan["rows_before"], plan["rows_after"], plan["config"]) == (2000, 2100, {"vocab_size": 2100})
     assert config_vocab_size(out) == 2100
     after = load_file(out / "model.safetensors")
     assert (after[EMBEDDING].shape, after[BIAS].shape) == ((2100, 32), (2100,))

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import CheckpointNotFoundError, OutputExistsError, RecipeError, VocabSurgeonError
-from .plan import INITS, hash_document
+from .inits import INITS
+from .plan import hash_document
 
 if TYPE_CHECKING:
     from .verify import Level
@@ -196,18 +197,16 @@ def run_one(model: str, output: str, recipe: Recipe, dry_run: bool, verify: Leve
 
 
 def _run_one(model: Path, output: Path, recipe: Recipe, dry_run: bool, verify: Level | None, start: float) -> Outcome:
-    from .apply import apply_plan, source_fingerprints
+    from .api import apply_plan, plan_surgery
     from .audit import audit
+    from .fingerprints import fingerprint_files
     from .inventory import MANIFEST, read_inventory
-    from .planner import Options, TokenRequest, plan_surgery
-    from .verify import Verifier
 
     inventory = read_inventory(model)
     report = audit(inventory)
     if not report.ok:
         first = next(f for f in report.findings if f.severity == "error")
         raise VocabSurgeonError(f"inconsistent checkpoint ({first.code}: {first.message})", path=model)
-    fingerprints = source_fingerprints(inventory)
     force = False
     if output.exists():
         manifest_path = output / MANIFEST
@@ -216,16 +215,18 @@ def _run_one(model: Path, output: Path, recipe: Recipe, dry_run: bool, verify: L
         from .formats.json_file import read_json_object
 
         manifest, _ = read_json_object(manifest_path)
-        if manifest.get("recipe_hash") == recipe.hash and manifest.get("source_files") == fingerprints:
+        if manifest.get("recipe_hash") == recipe.hash and manifest.get("source_files") == fingerprint_files(inventory):
             return Outcome(str(model), str(output), "skipped", seconds=time.perf_counter() - start, reason="up to date")
         force = True
-    requests = [TokenRequest(t) for t in recipe.tokens] + [TokenRequest(t, special=True) for t in recipe.special_tokens]
-    options = Options(
+    plan = plan_surgery(
+        inventory,
+        recipe.strategy,
+        tokens=recipe.tokens,
+        special_tokens=recipe.special_tokens,
         init=recipe.init,  # type: ignore[arg-type]  # checked against INITS by read_recipe
         pad_to_multiple_of=recipe.pad_to_multiple_of,
         weights_format=recipe.weights_format,  # type: ignore[arg-type]  # checked by read_recipe
     )
-    plan = plan_surgery(inventory, requests, recipe.strategy, options)
     outcome = Outcome(
         str(model),
         str(output),
@@ -236,12 +237,7 @@ def _run_one(model: Path, output: Path, recipe: Recipe, dry_run: bool, verify: L
     )
     if not dry_run:
         apply_plan(
-            inventory,
-            plan,
-            output,
-            force=force,
-            verify=Verifier(verify) if verify else None,
-            extra_manifest={"recipe_hash": recipe.hash},
+            plan, output, source=inventory, force=force, verify=verify, manifest_extra={"recipe_hash": recipe.hash}
         )
     return Outcome(**{**asdict(outcome), "seconds": time.perf_counter() - start})
 

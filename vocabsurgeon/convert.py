@@ -11,15 +11,11 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from .formats import WEIGHT_FORMATS
 from .formats.json_file import JsonStyle, dump_json, read_json_object
 from .formats.weights import Progress, TensorEdit
 from .inventory import Inventory, WeightSet
 from .plan import Plan
-
-NAMES = {
-    "safetensors": ("model.safetensors", "model-{i:05d}-of-{n:05d}.safetensors", "model.safetensors.index.json"),
-    "pytorch": ("pytorch_model.bin", "pytorch_model-{i:05d}-of-{n:05d}.bin", "pytorch_model.bin.index.json"),
-}
 
 
 def convert_weights(
@@ -33,7 +29,8 @@ def convert_weights(
     """Write ``weights`` with ``edits`` applied in ``plan.weights_format``; yields the files written."""
     target = plan.weights_format
     assert target is not None
-    single, pattern, index_name = NAMES[target]
+    fmt = WEIGHT_FORMATS[target]
+    single, pattern, index_name = fmt.single_file, fmt.shard_pattern, fmt.index_file
     count = len(weights.files)
     renamed = {
         source: single if count == 1 else pattern.format(i=i, n=count) for i, source in enumerate(weights.files, 1)

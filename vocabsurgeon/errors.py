@@ -55,6 +55,10 @@ class SourceChangedError(VocabSurgeonError, ValueError):
     """A saved plan no longer matches the files it was computed from."""
 
 
+class PlanError(VocabSurgeonError, ValueError):
+    """A saved plan is malformed or does not fit its source: names the field."""
+
+
 class VerificationError(VocabSurgeonError):
     """The written checkpoint violates an invariant; carries every violation found."""
 

@@ -6,7 +6,6 @@ multi-gigabyte checkpoints. Everything downstream (slots, audit, planner) is a p
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from collections.abc import Iterable
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .errors import CheckpointFormatError, CheckpointNotFoundError, UnsupportedCheckpointError
+from .formats import WEIGHT_FORMATS, FormatEntry, WeightFile, WeightFormat
 from .formats.json_file import JsonStyle, read_json_object, read_json_text
 from .formats.vocab_txt import read_vocab_txt
 from .formats.weights import TensorSpec
@@ -35,7 +35,7 @@ TOKENIZER_FILES = (
 SPECIAL_TOKEN_ROLES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 MANIFEST = "vocabsurgeon.json"
 
-WeightFormat = Literal["safetensors", "pytorch"]
+WeightFormatName = Literal["safetensors", "pytorch"]
 
 
 @dataclass(frozen=True)
@@ -53,16 +53,27 @@ class AddedToken:
 
 @dataclass(frozen=True)
 class WeightSet:
-    """One set of weight files: a single file or shards with an index, in one format."""
+    """One set of weight files: a single file or shards with an index, in one format; ``headers`` holds each
+    file's header as read once (every later read of the file's tensors goes through it)."""
 
-    format: WeightFormat
+    format: WeightFormatName
     index: str | None
     files: tuple[str, ...]
     specs: dict[str, TensorSpec] = field(compare=False)
     locations: dict[str, str] = field(compare=False)
+    headers: dict[str, WeightFile] = field(default_factory=dict, compare=False)
 
     def spec(self, name: str) -> TensorSpec:
         return self.specs[name]
+
+    @property
+    def handler(self) -> WeightFormat:
+        """The format's implementation (see :mod:`vocabsurgeon.formats`)."""
+        return WEIGHT_FORMATS[self.format].handler
+
+    def header_of(self, name: str) -> WeightFile:
+        """The header of the file holding tensor ``name``."""
+        return self.headers[self.locations[name]]
 
 
 @dataclass(frozen=True)
@@ -256,19 +267,23 @@ def _is_weight_file(name: str) -> bool:
 
 
 def _read_weight_sets(root: Path, files: tuple[str, ...]) -> Iterable[WeightSet]:
-    """Weight sets in the order transformers prefers them: safetensors first."""
-    for fmt, single, index in (
-        ("safetensors", "model.safetensors", "model.safetensors.index.json"),
-        ("pytorch", "pytorch_model.bin", "pytorch_model.bin.index.json"),
-    ):
-        if index in files:
-            yield _read_sharded(root, fmt, index)  # type: ignore[arg-type]
-        elif single in files:
-            specs = _read_specs(root / single, fmt)  # type: ignore[arg-type]
-            yield WeightSet(fmt, None, (single,), specs, dict.fromkeys(specs, single))  # type: ignore[arg-type]
+    """Weight sets in the order transformers prefers them (safetensors first); each file's header read once."""
+    for fmt in WEIGHT_FORMATS.values():
+        if fmt.index_file in files:
+            yield _read_sharded(root, fmt, fmt.index_file)
+        elif fmt.single_file in files:
+            read = fmt.handler.read_file(root / fmt.single_file, fmt.single_file)
+            yield WeightSet(
+                fmt.name,
+                None,
+                (fmt.single_file,),
+                read.specs,
+                dict.fromkeys(read.specs, fmt.single_file),
+                {fmt.single_file: read},
+            )
 
 
-def _read_sharded(root: Path, fmt: WeightFormat, index: str) -> WeightSet:
+def _read_sharded(root: Path, fmt: FormatEntry, index: str) -> WeightSet:
     document, _ = read_json_object(root / index)
     weight_map = document.get("weight_map")
     if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
@@ -276,10 +291,12 @@ def _read_sharded(root: Path, fmt: WeightFormat, index: str) -> WeightSet:
     shards = tuple(dict.fromkeys(weight_map.values()))
     specs: dict[str, TensorSpec] = {}
     locations: dict[str, str] = {}
+    headers: dict[str, WeightFile] = {}
     for shard in shards:
         if not (root / shard).is_file():
             raise CheckpointNotFoundError(f"shard listed in {index} is missing", path=root / shard)
-        for name, spec in _read_specs(root / shard, fmt).items():
+        headers[shard] = fmt.handler.read_file(root / shard, shard)
+        for name, spec in headers[shard].specs.items():
             specs[name] = spec
             locations[name] = shard
     missing = sorted(set(weight_map) - set(specs))
@@ -287,43 +304,7 @@ def _read_sharded(root: Path, fmt: WeightFormat, index: str) -> WeightSet:
         raise CheckpointFormatError(
             f"lists {len(missing)} tensors its shards do not contain (first: {missing[0]})", path=root / index
         )
-    return WeightSet(fmt, index, shards, specs, locations)
-
-
-def _read_specs(path: Path, fmt: WeightFormat) -> dict[str, TensorSpec]:
-    if fmt == "pytorch":
-        from .formats import torch_bin
-
-        return torch_bin.read_tensor_specs(path)
-    return read_safetensors_specs(path)
-
-
-def read_safetensors_specs(path: Path) -> dict[str, TensorSpec]:
-    """Names, dtypes and shapes from the header, via the safetensors library (which validates the file size)."""
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="np") as handle:
-            specs = {}
-            for name in handle.keys():  # noqa: SIM118 - safe_open is not a mapping
-                tensor = handle.get_slice(name)
-                specs[name] = TensorSpec(name, str(tensor.get_dtype()), tuple(tensor.get_shape()))
-            return specs
-    except SafetensorError as error:
-        detail = str(error).removeprefix("Error while deserializing header: ")
-        kind = "truncated" if "not fully covered" in detail or "incomplete" in detail else "corrupt"
-        raise CheckpointFormatError(f"{kind} safetensors file ({detail})", path=path) from None
-    except OSError as error:
-        raise CheckpointFormatError(f"cannot read: {error.strerror or error}", path=path) from None
-
-
-def fingerprint(path: Path, chunk: int = 1 << 24) -> str:
-    """sha256 of a file's bytes (the HF cache names blobs the same way for LFS files)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+    return WeightSet(fmt.name, index, shards, specs, locations, headers)
 
 
 def taken_ids(inventory: Inventory) -> set[int]:

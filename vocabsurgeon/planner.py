@@ -1,19 +1,30 @@
-"""Pure planning: from an Inventory and a token request to a Plan. Nothing here writes or reads files."""
+"""Planning: from an Inventory and a token request to a finished Plan. Nothing here writes a file; every decision
+of a surgery is made here (apply only carries the plan out)."""
 
 from __future__ import annotations
 
 import math
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from .backend import Backend, load_backend
-from .errors import NotEnoughSlotsError, TokenRequestError, UnsupportedCheckpointError, VocabSurgeonError
-from .families import Mode, family_named
-from .inventory import Inventory, require_tokenizer, taken_ids
-from .plan import Init, Operation, Placement, Plan, Skip, SlotSource, WeightsFormat
+from .errors import (
+    NotEnoughSlotsError,
+    PlanError,
+    SourceChangedError,
+    TokenRequestError,
+    UnsupportedCheckpointError,
+    VocabSurgeonError,
+)
+from .families import family_named
+from .formats import WEIGHT_FORMATS
+from .inits import Init
+from .inventory import MANIFEST, Inventory, WeightSet, require_tokenizer, taken_ids
+from .plan import FileOp, Mode, Operation, Placement, Plan, RowInit, Skip, SlotSource, TensorOp, WeightsFormat
+from .render import render_config, render_index, render_tokenizer_files
 from .slots import Slot, embedding_rows, find_slots, placeholder_ids
-from .vocab_tensors import config_vocab_size
+from .vocab_tensors import config_vocab_size, find_vocab_tensors, text_config, vocab_size_key
 
 
 @dataclass(frozen=True)
@@ -58,28 +69,22 @@ def parse_tokens_file(text: str, *, path: str, special: bool = False) -> list[To
     return requests
 
 
-def plan_surgery(
+def plan_tokens(
     inventory: Inventory,
     requests: Sequence[TokenRequest],
     operation: Operation,
     options: Options = Options(),
     *,
     backend: Backend | None = None,
-    pieces: bool = True,
 ) -> Plan:
-    """Place each requested token: free slots (remap), new ids after the last (append), or slots then new (auto).
-
-    With ``pieces=False`` the result is a draft: the ids, modes and rows of the plan, without the pieces a
-    ``subword-mean`` row averages (finding them needs the tokenizer's model, which takes a fraction of a second to
-    load; a backend loaded with ``model=False`` is enough for a draft). A surgery starts copying the weights with
-    a draft's rows while the plan is completed; a draft itself is never applied.
-    """
+    """Place each requested token: free slots (remap), new ids after the last (append), or slots then new (auto),
+    and decide everything that follows (tensor rows, files, config keys): the finished plan apply carries out."""
     vocabulary = require_tokenizer(inventory)
     if operation == "resize":
         raise ValueError("use plan_resize for resize")
     if not requests:
         raise TokenRequestError("no tokens given; use --token, --special-token or --tokens-file")
-    backend = backend or load_backend(inventory, model=pieces)
+    backend = backend or load_backend(inventory)
     family = family_named(vocabulary.family)
     _check_requests(requests)
     known = vocabulary.token_to_id
@@ -107,6 +112,7 @@ def plan_surgery(
 
     placements: list[Placement] = []
     id_to_token = vocabulary.id_to_token
+    unk = vocabulary.special_tokens.get("unk_token")
     model_size = len(vocabulary.model_vocab)
     dense = model_size == max(vocabulary.model_vocab.values(), default=-1) + 1
     for (request, content, mode), (token_id, slot) in zip(placed, ids, strict=True):
@@ -123,34 +129,16 @@ def plan_surgery(
             else:
                 mode = "added"
         init = _init_for(request, options.init, slot)
-        placements.append(Placement(request.text, content, token_id, mode, slot, replaces, init, ()))
+        pieces: tuple[int, ...] = ()
+        if init == "subword-mean":
+            pieces = tuple(backend.encode(_piece_text(content, backend)))
+            if not pieces or all(id_to_token.get(p) == unk for p in pieces):
+                init, pieces = "mean", ()  # nothing known to average: the neutral choice
+        placements.append(Placement(request.text, content, token_id, mode, slot, replaces, init, pieces))
 
     top = max([p.id for p in placements], default=-1) + 1
     rows_after = _round_up(max(capacity or 0, top), options.pad_to_multiple_of) if capacity is not None else None
-    draft = _finish_plan(inventory, operation, placements, skipped, capacity, rows_after, options)
-    return complete_plan(inventory, draft, backend) if pieces else draft
-
-
-def complete_plan(inventory: Inventory, draft: Plan, backend: Backend | None = None) -> Plan:
-    """The draft with the pieces each ``subword-mean`` row averages: the ids the source tokenizer splits the token
-    into (``mean`` instead where it knows none of them). Nothing else changes."""
-    pending = [p for p in draft.placements if p.init == "subword-mean" and not p.pieces]
-    if not pending:
-        return draft  # nothing to look up: the tokenizer's model is not loaded
-    vocabulary = require_tokenizer(inventory)
-    backend = backend if backend is not None and backend.has_model else load_backend(inventory)
-    unk = vocabulary.special_tokens.get("unk_token")
-    id_to_token = vocabulary.id_to_token
-    placements = []
-    for placement in draft.placements:
-        if placement.init == "subword-mean" and not placement.pieces:
-            pieces = tuple(backend.encode(_piece_text(placement.content, backend)))
-            if not pieces or all(id_to_token.get(p) == unk for p in pieces):
-                placement = replace(placement, init="mean")  # nothing known to average: the neutral choice
-            else:
-                placement = replace(placement, pieces=pieces)
-        placements.append(placement)
-    return replace(draft, placements=tuple(placements))
+    return _finish_plan(inventory, operation, placements, skipped, capacity, rows_after, options)
 
 
 def plan_resize(inventory: Inventory, to: int | None = None, options: Options = Options()) -> Plan:
@@ -188,6 +176,23 @@ def _finish_plan(
         untrained |= set(range(vocabulary.max_id + 1, rows_before))
     config_rows = config_vocab_size(inventory.config)
     size_after = vocabulary.size + sum(1 for p in placements if p.slot != "placeholder")
+    pad_init = _pad_init(options.init)
+    config: dict[str, int] = {}
+    if rows_after is not None and rows_after != config_rows and inventory.config is not None:
+        config[vocab_size_key(inventory.config)] = rows_after
+    elif rows_after is not None and rows_after != config_rows:
+        config["vocab_size"] = rows_after  # no config.json: recorded, nothing to write it to
+    tensors = tuple(
+        op
+        for weights in inventory.weights
+        for op in plan_tensor_ops(inventory, weights, placements, rows_before, rows_after, pad_init)
+    )
+    rendered = render_tokenizer_files(inventory, vocabulary.family, tuple(placements))
+    rendered.update(render_config(inventory, config))
+    for weights in inventory.weights:
+        converted = options.weights_format is not None and options.weights_format != weights.format
+        if weights.index is not None and not converted and (index := render_index(inventory, weights, tensors)):
+            rendered[weights.index] = index
     return Plan(
         operation=operation,
         source=str(inventory.root.absolute()),  # a saved plan is applied from anywhere
@@ -199,12 +204,102 @@ def _finish_plan(
         rows_after=rows_after,
         tokenizer_size_before=vocabulary.size,
         tokenizer_size_after=size_after,
-        pad_init=_pad_init(options.init),
+        pad_init=pad_init,
         exclude_from_mean=tuple(sorted(untrained)),
-        config_vocab_size=rows_after if rows_after is not None and rows_after != config_rows else None,
+        config=config,
         weights_format=options.weights_format,
+        tensors=tensors,
+        files=plan_files(inventory, tensors, rendered, options.weights_format),
+        init_std=float(text_config(inventory.config).get("initializer_range", 0.02)),
         seed=options.seed,
+        rendered=rendered,
     )
+
+
+def plan_tensor_ops(
+    inventory: Inventory,
+    weights: WeightSet,
+    placements: Sequence[Placement],
+    rows_before: int | None,
+    rows_after: int | None,
+    pad_init: Init,
+) -> list[TensorOp]:
+    """The operation on every vocabulary-indexed tensor of one weight set: placed tokens by their init (in
+    placement order), then every new row by ``pad_init``. None when no row changes."""
+    changes = (
+        rows_before is not None
+        and rows_after is not None
+        and (rows_after > rows_before or any(p.init != "keep" for p in placements))
+    )
+    if not changes:
+        return []
+    assert rows_before is not None
+    assert rows_after is not None
+    tensors = find_vocab_tensors(weights.specs)
+    if tensors is None:
+        raise UnsupportedCheckpointError(
+            f"no input embedding among the tensors of {weights.files[0]}", path=inventory.root
+        )
+    if tensors.rows != rows_before:
+        raise SourceChangedError(
+            f"{tensors.input.name} has {tensors.rows} rows, the plan expected {rows_before}", path=inventory.root
+        )
+    ops = []
+    for spec in tensors.all:
+        axis = tensors.axis(spec)
+        view = spec.rows_view(axis)
+        wanted: list[tuple[int, Init]] = [(p.id, p.init) for p in placements if p.init != "keep"]
+        covered = {idx for idx, _ in wanted}
+        wanted += [(idx, pad_init) for idx in range(view.shape[0], rows_after) if idx not in covered]
+        if len(view.shape) == 1:
+            wanted = [(idx, "zeros" if init == "normal" else init) for idx, init in wanted]  # a bias is not drawn
+        ops.append(_op(spec.name, weights.locations[spec.name], axis, view.shape[0], rows_after, wanted))
+    return ops
+
+
+def _op(
+    name: str, file: str, axis: int, before: int, after: int, wanted: list[tuple[int, Init]], table: str | None = None
+) -> TensorOp:
+    groups: dict[Init, list[int]] = {}
+    for idx, init in wanted:
+        groups.setdefault(init, []).append(idx)
+    return TensorOp(name, file, axis, before, after, tuple(RowInit(i, tuple(ids)) for i, ids in groups.items()), table)
+
+
+def plan_files(
+    inventory: Inventory, tensors: Sequence[TensorOp], rendered: dict[str, bytes], weights_format: str | None
+) -> tuple[FileOp, ...]:
+    """What happens to every file of the output, in the order of the source's files, then created files."""
+    import hashlib
+
+    edited = {op.file for op in tensors}
+    by_file: dict[str, FileOp] = {}
+    for weights in inventory.weights:
+        if weights_format is not None and weights_format != weights.format:
+            target = WEIGHT_FORMATS[weights_format]
+            count = len(weights.files)
+            for i, source in enumerate(weights.files, 1):
+                name = target.single_file if count == 1 else target.shard_pattern.format(i=i, n=count)
+                by_file[source] = FileOp(name, "convert", source)
+            if weights.index is not None or count > 1:
+                by_file[weights.index or WEIGHT_FORMATS[weights.format].index_file] = FileOp(
+                    target.index_file, "convert", weights.index
+                )
+            continue
+        for source in weights.files:
+            by_file[source] = FileOp(source, "edit" if source in edited else "copy")
+    files = []
+    for name in inventory.files:
+        if name == MANIFEST:
+            continue
+        if name in rendered:
+            files.append(FileOp(name, "rewrite", sha256=hashlib.sha256(rendered[name]).hexdigest()))
+        else:
+            files.append(by_file.get(name, FileOp(name, "copy")))
+    for name in sorted(set(rendered) - set(inventory.files)):
+        files.append(FileOp(name, "create", sha256=hashlib.sha256(rendered[name]).hexdigest()))
+    files.append(FileOp(MANIFEST, "rewrite" if inventory.has(MANIFEST) else "create"))
+    return tuple(files)
 
 
 def _check_requests(requests: Sequence[TokenRequest]) -> None:
@@ -314,3 +409,46 @@ def _round_up(value: int, multiple: int | None) -> int:
     if multiple < 1:
         raise VocabSurgeonError(f"--pad-to-multiple-of must be positive, got {multiple}")
     return math.ceil(value / multiple) * multiple
+
+
+def check_plan_fits(inventory: Inventory, plan: Plan) -> None:
+    """Refuse (PlanError, naming the field) a plan, typically loaded from a file, that does not fit ``inventory``:
+    another tokenizer family or row count, a placement on an id that is neither a free slot nor new, a ``replaces``
+    that is not the source's token at that id, pieces outside the rows, tensor operations other than those its
+    placements imply. Fingerprints are checked by apply, against every byte."""
+    vocabulary = require_tokenizer(inventory)
+
+    def fail(field: str, problem: str) -> PlanError:
+        return PlanError(f"field {field} {problem}", path=inventory.root, hint="make a new plan")
+
+    if plan.family != vocabulary.family:
+        raise fail("family", f"is {plan.family!r} but the source's tokenizer is {vocabulary.family!r}")
+    rows = embedding_rows(inventory)
+    if plan.rows_before != rows:
+        raise fail("rows_before", f"is {plan.rows_before} but the source has {rows} embedding rows")
+    id_to_token = vocabulary.id_to_token
+    free = {slot.id for slot in find_slots(inventory).slots}
+    for index, placement in enumerate(plan.placements):
+        where = f"placements[{index}]"
+        if placement.slot == "placeholder" and id_to_token.get(placement.id) != placement.replaces:
+            actual = id_to_token.get(placement.id)
+            raise fail(
+                f"{where}.replaces", f"is {placement.replaces!r} but the source has {actual!r} at id {placement.id}"
+            )
+        if placement.id not in free and placement.id <= vocabulary.max_id:
+            raise fail(
+                f"{where}.id", f"is {placement.id}, the id of {id_to_token.get(placement.id)!r}, not a free slot"
+            )
+        if rows is not None and any(piece >= rows for piece in placement.pieces):
+            raise fail(f"{where}.pieces", f"has an id outside the source's {rows} rows")
+    expected = tuple(
+        op
+        for weights in inventory.weights
+        for op in plan_tensor_ops(inventory, weights, plan.placements, plan.rows_before, plan.rows_after, plan.pad_init)
+    )
+    if expected != plan.tensors:
+        names = {op.name for op in expected} ^ {op.name for op in plan.tensors}
+        first = (
+            sorted(names)[0] if names else next(a.name for a, b in zip(expected, plan.tensors, strict=False) if a != b)
+        )
+        raise fail("tensors", f"does not match what the placements change in the source (first: {first})")

@@ -12,7 +12,7 @@ from typing import Any
 
 from .families import ModelEntry, TokenizerDocs, family_named
 from .inventory import Inventory
-from .plan import Placement, Plan
+from .plan import Placement
 
 
 def docs_from_inventory(inventory: Inventory) -> TokenizerDocs:
@@ -44,18 +44,20 @@ def _copy_tokenizer_json(document: dict[str, Any] | None) -> dict[str, Any] | No
     return copied
 
 
-def apply_placements(docs: TokenizerDocs, plan: Plan, inventory: Inventory) -> None:
+def apply_placements(
+    docs: TokenizerDocs, family_name: str, placements: tuple[Placement, ...], inventory: Inventory
+) -> None:
     """Edit ``docs`` in place so that every placement's content has its id in every file.
 
     A slot's placeholder in the model vocabulary is renamed, whatever the mode, so the id keeps a model entry; a new
     id gets one only as a vocabulary entry: an appended added token lives in added_tokens alone, where every
     tokenizers version (0.13 included) gives it the id model size + n. Each file is edited once for all placements.
     """
-    family = family_named(plan.family)
+    family = family_named(family_name)
     model_vocab = inventory.vocabulary.model_vocab if inventory.vocabulary else {}
     entries: list[ModelEntry] = []
     in_model: dict[int, bool] = {}
-    for placement in plan.placements:
+    for placement in placements:
         renamed = placement.replaces is not None and model_vocab.get(placement.replaces) == placement.id
         if placement.mode == "vocab" or renamed:
             replaces = placement.replaces if renamed else None
@@ -64,10 +66,10 @@ def apply_placements(docs: TokenizerDocs, plan: Plan, inventory: Inventory) -> N
     if entries:
         family.set_model_entries(docs, entries)
     slow_vocabulary = any(inventory.has(name) for name in family.side_files)
-    _set_added_tokens(docs, plan.placements, in_model, slow_vocabulary)
-    whole = [p.content for p in plan.placements if p.mode == "added" and in_model[p.id]]
+    _set_added_tokens(docs, placements, in_model, slow_vocabulary)
+    whole = [p.content for p in placements if p.mode == "added" and in_model[p.id]]
     family.keep_whole(docs, whole)
-    for placement in plan.placements:
+    for placement in placements:
         if placement.mode == "special":
             _add_special(docs, placement.content)
 

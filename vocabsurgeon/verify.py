@@ -62,9 +62,12 @@ class Verifier:
     level: Level = "quick"
     slow: bool = True
 
-    def tokenizer_checks(self, output: Inventory, source: Inventory | None) -> list[Check]:
+    def tokenizer_checks(
+        self, output: Inventory, source: Inventory | None, tokens: list[dict[str, Any]] | None = None
+    ) -> list[Check]:
+        """``tokens``: the manifest's tokens (by default the output's own manifest)."""
         checks: list[Check] = []
-        manifest_tokens = [t for t in (output.manifest or {}).get("tokens", []) if isinstance(t, dict)]
+        manifest_tokens = manifest_tokens_of(output) if tokens is None else tokens
         if self.level == "full":
             tokenizers = _load_tokenizers(output.root, self.slow)
             originals = _load_tokenizers(source.root, self.slow) if source is not None else {}
@@ -85,15 +88,22 @@ class Verifier:
             checks += list(_check_ids_kept(source, output, manifest_tokens))
         return checks
 
-    def weight_checks(self, output: Inventory, source: Inventory | None) -> list[Check]:
+    def weight_checks(
+        self, output: Inventory, source: Inventory | None, tokens: list[dict[str, Any]] | None = None
+    ) -> list[Check]:
         checks = list(_check_audit(output)) + list(_check_sizes(output))
         if source is not None:
-            manifest_tokens = [t for t in (output.manifest or {}).get("tokens", []) if isinstance(t, dict)]
+            manifest_tokens = manifest_tokens_of(output) if tokens is None else tokens
             checks += list(_check_weights_kept(source, output, manifest_tokens, sampled=self.level == "quick"))
         return checks
 
     def run(self, output: Inventory, source: Inventory | None) -> list[Check]:
         return self.tokenizer_checks(output, source) + self.weight_checks(output, source)
+
+
+def manifest_tokens_of(output: Inventory) -> list[dict[str, Any]]:
+    """The tokens a manifest records (every surgery's, earliest first)."""
+    return [t for t in (output.manifest or {}).get("tokens", []) if isinstance(t, dict)]
 
 
 def verify_checkpoint(
@@ -344,54 +354,12 @@ def _changed_rows(
     if only is not None:
         spans = [(row, 1) for row in only if row < rows]
     changed: set[int] = set()
-    with _RowReader(source, before, name) as old, _RowReader(output, after, name) as new:
+    old_file, new_file = before.header_of(name), after.header_of(name)
+    with (
+        before.handler.row_bytes(old_file, source.path(old_file.relative), name) as old,
+        after.handler.row_bytes(new_file, output.path(new_file.relative), name) as new,
+    ):
         for start, count in spans:
             differs = np.not_equal(old.read(start, count, row_bytes), new.read(start, count, row_bytes)).any(axis=1)
             changed.update(int(i) + start for i in np.flatnonzero(differs))
     return changed
-
-
-class _RowReader:
-    """Reads rows of one tensor into a reused buffer: a file read for safetensors, a torch view for .bin."""
-
-    def __init__(self, inventory: Inventory, weights: WeightSet, name: str) -> None:
-        self.path = inventory.path(weights.locations[name])
-        self.format = weights.format
-        self.name = name
-        self.buffer = np.empty(0, dtype=np.uint8)
-
-    def __enter__(self) -> _RowReader:
-        if self.format == "safetensors":
-            from .formats.safetensors_stream import read_header
-
-            header = read_header(self.path)
-            self.start = header.data_start + header.entry(self.name).begin
-            self.handle = open(self.path, "rb", buffering=0)
-        else:
-            import torch
-
-            from .formats.torch_bin import load_state_dict
-
-            tensor = load_state_dict(self.path)[self.name]
-            self.data = tensor.contiguous().view(-1).view(torch.uint8).numpy()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        if self.format == "safetensors":
-            self.handle.close()
-
-    def read(self, first: int, count: int, row_bytes: int) -> np.ndarray:
-        length = count * row_bytes
-        if self.format != "safetensors":
-            return self.data[first * row_bytes : first * row_bytes + length].reshape(count, row_bytes)
-        if self.buffer.size < length:
-            self.buffer = np.empty(length, dtype=np.uint8)
-        view = self.buffer[:length].data
-        self.handle.seek(self.start + first * row_bytes)
-        got = 0
-        while got < length:
-            n = self.handle.readinto(view[got:])
-            if not n:
-                raise VerificationError([f"{self.path} ends inside {self.name}"], path=self.path)
-            got += n
-        return self.buffer[:length].reshape(count, row_bytes)

@@ -5,18 +5,18 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import click
 
-from ..apply import Result, apply_plan, source_fingerprints
-from ..errors import CheckpointNotFoundError
+from ..api import apply_plan, plan_surgery, read_tokens_file
+from ..apply import Result
+from ..inits import init_help, inits_for
 from ..inventory import Inventory, read_inventory
-from ..plan import INITS, Operation, Plan, load_plan, save_plan
-from ..planner import Options, TokenRequest, complete_plan, parse_tokens_file, plan_resize, plan_surgery
-from ..verify import LEVELS, Verifier, verify_checkpoint
+from ..plan import Operation, Plan, load_plan, save_plan
+from ..planner import TokenRequest, check_plan_fits
+from ..verify import LEVELS, verify_checkpoint
 from . import main
 from .output import emit_json, json_option, table
 
@@ -81,13 +81,9 @@ verify_options = [
 ]
 
 
-def make_verifier(kw: dict[str, Any]) -> Verifier | None:
-    """The --verify/--no-verify choice as a Verifier (None: no checks)."""
-    return None if kw["no_verify"] else Verifier(kw["verify_level"])
-
-
-def init_option(default_help: str) -> Callable[..., Any]:
-    return click.option("--init", type=click.Choice(INITS), default=None, help=default_help)
+def init_option(operation: str) -> Callable[..., Any]:
+    """``--init``, its choices and help from the registry of initializations (vocabsurgeon.inits)."""
+    return click.option("--init", type=click.Choice(inits_for(operation)), default=None, help=init_help(operation))
 
 
 def pad_option(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -110,17 +106,8 @@ def collect_requests(
 ) -> list[TokenRequest]:
     requests = [TokenRequest(t) for t in tokens] + [TokenRequest(t, special=True) for t in special]
     for path, is_special in ((tokens_file, False), (special_file, True)):
-        if path is None:
-            continue
-        if not path.is_file():
-            raise CheckpointNotFoundError("tokens file does not exist", path=path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as error:
-            from ..errors import TokenRequestError
-
-            raise TokenRequestError(f"not UTF-8 (byte {error.start})", path=path) from None
-        requests += parse_tokens_file(text, path=str(path), special=is_special)
+        if path is not None:
+            requests += read_tokens_file(path, special=is_special)
     return requests
 
 
@@ -128,7 +115,7 @@ def collect_requests(
 @click.argument("model")
 @token_options
 @write_options
-@init_option("Row init: subword-mean (default for tokens), mean (default for special tokens), keep, zeros, normal.")
+@init_option("remap")
 @click.option("--allow-append", is_flag=True, help="Append the tokens that do not fit in free slots.")
 @pad_option
 @format_option
@@ -156,7 +143,7 @@ def remap(model: str, **kwargs: Any) -> None:
 @click.argument("model")
 @token_options
 @write_options
-@init_option("Row init: subword-mean (default for tokens), mean (default for special tokens), zeros, normal.")
+@init_option("append")
 @pad_option
 @format_option
 def append(model: str, **kwargs: Any) -> None:
@@ -177,7 +164,7 @@ def append(model: str, **kwargs: Any) -> None:
 @click.argument("model")
 @click.option("--to", "to", default="tokenizer", show_default=True, help="'tokenizer' or a row count N.")
 @write_options
-@init_option("Init of the new rows: mean (default), zeros, normal.")
+@init_option("resize")
 @pad_option
 @format_option
 def resize(model: str, to: str, **kwargs: Any) -> None:
@@ -199,39 +186,36 @@ def _surgery(model: str, operation: Operation, **kw: Any) -> None:
     if kw["out"] is None and not kw["dry_run"]:
         raise click.UsageError("--out is required (unless --dry-run)")
     inventory = read_inventory(model)
-    options = Options(
-        init=kw.get("init"), pad_to_multiple_of=kw.get("pad_to_multiple_of"), weights_format=kw.get("weights_format")
-    )
     if operation == "resize":
-        draft = plan_resize(inventory, kw.get("resize_to"), options)
+        requests = []
     else:
         requests = collect_requests(kw["tokens"], kw["special_tokens"], kw["tokens_file"], kw["special_tokens_file"])
-        # the draft (ids and rows, from the normalizer and pre-tokenizer alone) is enough to start copying the
-        # weights; the tokenizer's model, needed for the pieces a row averages, loads meanwhile
-        draft = plan_surgery(inventory, requests, operation, options, pieces=False)
-    if not kw["dry_run"] and kw["save_plan"] is None:
-        _execute(inventory, lambda: complete_plan(inventory, draft), draft, **kw)
-        return
-    plan = complete_plan(inventory, draft)
+    plan = plan_surgery(
+        inventory,
+        operation,
+        tokens=requests,
+        init=kw.get("init"),
+        pad_to_multiple_of=kw.get("pad_to_multiple_of"),
+        weights_format=kw.get("weights_format"),
+        resize_to=kw.get("resize_to"),
+        fingerprints=kw["save_plan"] is not None,
+    )
     if kw["save_plan"] is not None:
-        plan = replace(plan, fingerprints=source_fingerprints(inventory))
         save_plan(plan, kw["save_plan"], force=kw["force"])
     if not kw["dry_run"]:
         _execute(inventory, plan, **kw)
     elif kw["as_json"]:
         emit_json({"dry_run": True, "plan": plan.to_json()})
     else:
-        click.echo(render_plan(plan))
+        click.echo(render_plan(plan, details=True))
         saved = f"; plan saved to {kw['save_plan']}" if kw["save_plan"] else ""
         click.echo(f"\ndry run: nothing written{saved}")
 
 
-def _execute(inventory: Inventory, plan: Plan | Callable[[], Plan], draft: Plan | None = None, **kw: Any) -> None:
-    verifier = make_verifier(kw)
+def _execute(inventory: Inventory, plan: Plan, **kw: Any) -> None:
+    verify = None if kw["no_verify"] else kw["verify_level"]
     with progress_bar(inventory, quiet=kw["quiet"] or kw["as_json"]) as progress:
-        result = apply_plan(
-            inventory, plan, kw["out"], draft=draft, force=kw["force"], verify=verifier, progress=progress
-        )
+        result = apply_plan(plan, kw["out"], source=inventory, force=kw["force"], verify=verify, progress=progress)
     if kw["as_json"]:
         emit_json(result_json(result))
     else:
@@ -261,6 +245,7 @@ def apply_command(plan_file: Path, **kw: Any) -> None:
     """
     plan = load_plan(plan_file)
     inventory = read_inventory(plan.source)
+    check_plan_fits(inventory, plan)
     _execute(inventory, plan, **kw)
 
 
@@ -275,7 +260,9 @@ def result_json(result: Result) -> dict[str, Any]:
     }
 
 
-def render_plan(plan: Plan) -> str:
+def render_plan(plan: Plan, *, details: bool = False) -> str:
+    """The plan as text; with ``details`` also every tensor operation and every output file (what --dry-run
+    shows)."""
     lines = [
         f"{plan.operation}: {len(plan.placements)} tokens placed, {len(plan.skipped)} skipped"
         f" (tokenizer {plan.tokenizer_size_before} -> {plan.tokenizer_size_after},"
@@ -289,8 +276,25 @@ def render_plan(plan: Plan) -> str:
         lines += ["", table(("token", "stored as", "id", "slot", "mode", "init"), rows, right=(2,))]
     for skip in plan.skipped:
         lines.append(f"skipped {skip.token!r}: {skip.reason}")
-    if plan.config_vocab_size is not None:
-        lines.append(f"config.vocab_size -> {plan.config_vocab_size}")
+    for key, value in plan.config.items():
+        lines.append(f"config.{key} -> {value}")
+    if details and plan.tensors:
+        rows = [
+            (
+                op.name,
+                op.file,
+                op.axis,
+                f"{op.rows_before} -> {op.rows_after}",
+                ", ".join(f"{len(r.ids)} {r.init}" for r in op.rows) + (f" ({op.table} table)" if op.table else ""),
+            )
+            for op in plan.tensors
+        ]
+        lines += ["", table(("tensor", "file", "axis", "rows", "rows written"), rows, right=(2,))]
+    if details and plan.files:
+        rows = [
+            (f.path, f.action + (f" from {f.source}" if f.source and f.source != f.path else "")) for f in plan.files
+        ]
+        lines += ["", table(("output file", "action"), rows)]
     return "\n".join(lines)
 
 

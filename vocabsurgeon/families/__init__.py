@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CheckpointFormatError, UnsupportedCheckpointError
-from .base import Family, Mode, ModelEntry, TokenizerDocs
+from ..plan import Mode
+from .base import Family, ModelEntry, TokenizerDocs
 from .bpe import BPE
 from .unigram import Unigram
 from .wordpiece import WordPiece

@@ -36,8 +36,10 @@ from vocabsurgeon.formats.weights import (
     DTYPE_SIZES,
     FLOAT_DTYPES,
     Progress,
+    RowBytes,
     TensorEdit,
     TensorSpec,
+    WeightFile,
     check_edits,
     encode,
 )
@@ -148,17 +150,19 @@ def read_tensor_specs(path: PathLike) -> dict[str, TensorSpec]:
     return read_header(path).specs()
 
 
-def read_rows(path: PathLike, name: str, rows: Sequence[int], *, axis: int = 0) -> np.ndarray:
+def read_rows(
+    path: PathLike, name: str, rows: Sequence[int], *, axis: int = 0, header: Header | None = None
+) -> np.ndarray:
     """Rows ``rows`` (indices along dim 0, any order, repeats allowed) of tensor ``name`` as float32.
 
     The result has shape ``(len(rows), *shape[1:])``; with ``axis=1`` (a ``(1, V)`` buffer) the rows are its
     elements and the result has shape ``(len(rows),)``. The rows are gathered from a read-only memory map in one
     numpy call: no system call per row (thousands of small reads would each hand the GIL back and forth with
     other threads), and only the pages of the requested rows are touched. A surgery reads rows after the weight
-    copy, when those pages are in the page cache.
+    copy, when those pages are in the page cache. ``header``: the file's header, if already read.
     """
     path = Path(path)
-    header = read_header(path)
+    header = header or read_header(path)
     entry = header.entry(name)
     spec = _row_spec(entry.spec).rows_view(axis)
     index = np.asarray(rows, dtype=np.int64).reshape(-1)
@@ -177,16 +181,18 @@ def read_rows(path: PathLike, name: str, rows: Sequence[int], *, axis: int = 0) 
     return _numbers(picked, spec.dtype).astype(np.float32, copy=False).reshape(out_shape)
 
 
-def read_row_mean(path: PathLike, name: str, exclude: Collection[int] = (), *, axis: int = 0) -> np.ndarray:
+def read_row_mean(
+    path: PathLike, name: str, exclude: Collection[int] = (), *, axis: int = 0, header: Header | None = None
+) -> np.ndarray:
     """Float32 mean of the rows of tensor ``name`` not listed in ``exclude``, shape ``shape[1:]``.
 
     With ``axis=1`` (a ``(1, V)`` buffer) the rows are its elements and the mean is a 0-d array.
 
     The tensor is streamed in chunks of about 64 MiB and summed in float64, so memory stays bounded whatever its
-    size. Raises ValueError if no row is left to average.
+    size. Raises ValueError if no row is left to average. ``header``: the file's header, if already read.
     """
     path = Path(path)
-    header = read_header(path)
+    header = header or read_header(path)
     entry = header.entry(name)
     spec = _row_spec(entry.spec).rows_view(axis)
     n_rows, row_bytes = spec.shape[0], spec.row_bytes
@@ -252,6 +258,7 @@ def write_edited(
     *,
     copying: Callable[[], None] | None = None,
     cancel: threading.Event | None = None,
+    header: Header | None = None,
 ) -> None:
     """Write ``dst`` as a copy of the safetensors file ``src`` with ``edits`` applied.
 
@@ -262,10 +269,11 @@ def write_edited(
     the header bytes are. ``dst`` must not exist (nor be a symlink, nor be ``src``); ``progress`` receives the byte
     count of each written piece, ``copying`` is called once every copy is under way (the caller may then hold the
     GIL for a while without stalling the copy), and once ``cancel`` is set no further range is started (the
-    write then raises :class:`Cancelled`). A partly written ``dst`` is removed on failure.
+    write then raises :class:`Cancelled`). A partly written ``dst`` is removed on failure. ``header``: the
+    source's header, if already read.
     """
     src, dst = Path(src), Path(dst)
-    header = read_header(src)
+    header = header or read_header(src)
     specs = header.specs()
     check_edits(specs, edits)
     _check_destination(src, dst)
@@ -391,7 +399,8 @@ def _parse_header(raw: bytes, *, path: Path, file_size: int) -> Header:
     available = file_size - data_start
     if position > available:
         raise CheckpointFormatError(
-            f"truncated safetensors file: header says {position} data bytes, file has {available}", path=path
+            f"truncated safetensors file (its header describes {position} data bytes, the file has {available})",
+            path=path,
         )
     if position < available:
         raise CheckpointFormatError(
@@ -418,6 +427,68 @@ def _parse_entry(name: str, info: object, *, path: Path) -> Entry:
     if not (_is_count_list(offsets) and len(offsets) == 2):
         raise fail('has no "data_offsets" pair of non-negative integers')
     return Entry(spec=TensorSpec(name=name, dtype=dtype, shape=tuple(shape)), begin=offsets[0], end=offsets[1])
+
+
+class Safetensors:
+    """The :class:`~vocabsurgeon.formats.weights.WeightFormat` of ``.safetensors`` files."""
+
+    writes_rows_in_place = True
+
+    def read_file(self, path: Path, relative: str) -> WeightFile:
+        header = read_header(path)
+        specs = {
+            e.spec.name: replace(e.spec, file=relative, offset=header.data_start + e.begin) for e in header.entries
+        }
+        return WeightFile(relative, specs, header)
+
+    def read_rows(self, file: WeightFile, path: Path, name: str, rows: Sequence[int], *, axis: int = 0) -> np.ndarray:
+        return read_rows(path, name, rows, axis=axis, header=file.raw)
+
+    def read_row_mean(
+        self, file: WeightFile, path: Path, name: str, exclude: Collection[int] = (), *, axis: int = 0
+    ) -> np.ndarray:
+        return read_row_mean(path, name, exclude, axis=axis, header=file.raw)
+
+    def write_edited(
+        self,
+        file: WeightFile,
+        src: Path,
+        dst: Path,
+        edits: Mapping[str, TensorEdit],
+        progress: Progress | None = None,
+        cancel: threading.Event | None = None,
+        started: Callable[[], None] | None = None,
+    ) -> None:
+        write_edited(src, dst, edits, progress, copying=started, cancel=cancel, header=file.raw)
+
+    def write_rows(self, path: Path, edits: Mapping[str, TensorEdit]) -> None:
+        write_rows(path, edits)
+
+    @contextlib.contextmanager
+    def row_bytes(self, file: WeightFile, path: Path, name: str) -> Iterator[RowBytes]:
+        with open(path, "rb", buffering=0) as handle:
+            yield _FileRows(handle, file.specs[name].offset, path, name)
+
+
+class _FileRows:
+    """Rows of one tensor read straight from the file into a reused buffer."""
+
+    def __init__(self, handle: io.RawIOBase, start: int, path: Path, name: str) -> None:
+        self.handle, self.start, self.path, self.name = handle, start, path, name
+        self.buffer = np.empty(0, dtype=np.uint8)
+
+    def read(self, first: int, count: int, row_bytes: int) -> np.ndarray:
+        length = count * row_bytes
+        if self.buffer.size < length:
+            self.buffer = np.empty(length, dtype=np.uint8)
+        view = self.buffer[:length].data
+        self.handle.seek(self.start + first * row_bytes)
+        if not _read_exact(self.handle, view):
+            raise CheckpointFormatError(f"the file ends inside tensor {self.name}", path=self.path)
+        return self.buffer[:length].reshape(count, row_bytes)
+
+
+FORMAT = Safetensors()
 
 
 def _is_count_list(value: object) -> TypeGuard[list[int]]:
@@ -645,6 +716,7 @@ def _remove(path: PathLike) -> None:
 
 
 __all__ = [
+    "FORMAT",
     "Cancelled",
     "Entry",
     "Header",

@@ -17,14 +17,17 @@ torch lazily and loads with ``weights_only=True``; nothing here ever unpickles w
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import pickle
 import re
+import shutil
+import threading
 import zipfile
 from collections import OrderedDict
-from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeGuard
 
@@ -41,8 +44,10 @@ from vocabsurgeon.formats.weights import (
     DTYPE_SIZES,
     FLOAT_DTYPES,
     Progress,
+    RowBytes,
     TensorEdit,
     TensorSpec,
+    WeightFile,
     check_edits,
     grown_shape,
     rows_shape,
@@ -279,6 +284,65 @@ def write_state_dict(tensors: Mapping[str, torch.Tensor], dst: PathLike, progres
             raise ValueError(f"{name!r}: a state dict maps tensor names to tensors")
     _check_destination(None, Path(dst))
     _save(dict(tensors), Path(dst), progress)
+
+
+class TorchBin:
+    """The :class:`~vocabsurgeon.formats.weights.WeightFormat` of ``pytorch_model.bin`` files. torch pickles whole
+    tensors, so an edited file is loaded (memory-mapped) and saved anew, and rows cannot be written in place."""
+
+    writes_rows_in_place = False
+
+    def read_file(self, path: Path, relative: str) -> WeightFile:
+        specs = {name: replace(spec, file=relative) for name, spec in read_tensor_specs(path).items()}
+        return WeightFile(relative, specs)
+
+    def read_rows(self, file: WeightFile, path: Path, name: str, rows: Sequence[int], *, axis: int = 0) -> np.ndarray:
+        return read_rows(path, name, rows, axis=axis)
+
+    def read_row_mean(
+        self, file: WeightFile, path: Path, name: str, exclude: Collection[int] = (), *, axis: int = 0
+    ) -> np.ndarray:
+        return read_row_mean(path, name, exclude, axis=axis)
+
+    def write_edited(
+        self,
+        file: WeightFile,
+        src: Path,
+        dst: Path,
+        edits: Mapping[str, TensorEdit],
+        progress: Progress | None = None,
+        cancel: threading.Event | None = None,
+        started: Callable[[], None] | None = None,
+    ) -> None:
+        if started is not None:
+            started()  # torch.save runs in one call: nothing to wait for
+        if edits:
+            write_edited(src, dst, edits, progress)
+            return
+        _check_destination(src, dst)
+        shutil.copyfile(src, dst)  # follows symlinks: a cache snapshot is copied by content
+        if progress is not None:
+            progress(dst.stat().st_size)
+
+    def write_rows(self, path: Path, edits: Mapping[str, TensorEdit]) -> None:
+        raise NotImplementedError("pytorch_model.bin rows cannot be written in place")
+
+    @contextlib.contextmanager
+    def row_bytes(self, file: WeightFile, path: Path, name: str) -> Iterator[RowBytes]:
+        torch = _torch()
+        tensor = load_state_dict(path)[name]
+        yield _TensorRows(tensor.contiguous().view(-1).view(torch.uint8).numpy())
+
+
+class _TensorRows:
+    def __init__(self, data: np.ndarray) -> None:
+        self.data = data
+
+    def read(self, first: int, count: int, row_bytes: int) -> np.ndarray:
+        return self.data[first * row_bytes : (first + count) * row_bytes].reshape(count, row_bytes)
+
+
+FORMAT = TorchBin()
 
 
 # --------------------------------------------------------------------------------------------------- reading

@@ -1,17 +1,21 @@
-"""What every weight format module shares: tensor specs, row edits and dtype conversion.
+"""What every weight format shares: tensor specs, row edits, dtype conversion and the :class:`WeightFormat`
+protocol that each format module implements once, as its ``FORMAT`` (the registry is
+:data:`vocabsurgeon.formats.WEIGHT_FORMATS`).
 
-A weight format module (``safetensors_stream``, ``torch_bin``) exposes the same functions:
+A format reads each file's header once (:meth:`WeightFormat.read_file`, a :class:`WeightFile` whose specs carry
+their file and, where the format has them, byte offsets); every later operation on that file takes the
+:class:`WeightFile`, so no header is parsed twice in a surgery:
 
-- ``read_tensor_specs(path) -> dict[str, TensorSpec]``: names, dtypes and shapes from the header only.
-- ``read_rows(path, name, rows, *, axis=0) -> np.ndarray``: the given rows of one tensor as float32, shape
+- ``read_rows(file, path, name, rows, *, axis=0) -> np.ndarray``: the given rows of one tensor as float32, shape
   (len(rows), *rest).
-- ``read_row_mean(path, name, exclude, *, axis=0) -> np.ndarray``: float32 mean over all rows not in ``exclude``,
-  streamed.
-- ``write_edited(src, dst, edits, progress=None) -> None``: ``dst`` is ``src`` with the ``edits`` applied; every
-  tensor without an edit keeps its bytes.
-- optionally ``write_rows(path, edits) -> None``: overwrite the edits' rows of an already written file in place.
-  A format that has it is written first with placeholder rows (the copy needs no source read and starts at once)
-  and its rows are computed afterwards, when the source rows they average are in the page cache.
+- ``read_row_mean(file, path, name, exclude, *, axis=0) -> np.ndarray``: float32 mean over all rows not in
+  ``exclude``, streamed.
+- ``write_edited(file, src, dst, edits, progress=None, cancel=None) -> None``: ``dst`` is ``src`` with the
+  ``edits`` applied; every tensor without an edit keeps its bytes.
+- ``write_rows(path, edits)``, where ``writes_rows_in_place``: overwrite the edits' rows of an already written
+  file in place. Such a format is written first with placeholder rows (the copy needs no source read and starts at
+  once) and its rows are computed afterwards, when the source rows they average are in the page cache.
+- ``row_bytes(file, path, name)``: a reader of one tensor's raw rows, for comparing outputs with sources.
 
 Rows are slices along the vocabulary axis: dim 0, or (``axis=1``) the elements of a ``(1, V)`` vocabulary buffer
 such as BART's ``final_logits_bias``, which is laid out like a ``(V,)`` tensor (see :func:`rows_shape`).
@@ -22,8 +26,12 @@ framework. numpy does the arithmetic; bfloat16 is handled bit-wise because numpy
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Collection, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
@@ -59,6 +67,10 @@ class TensorSpec:
     name: str
     dtype: str
     shape: tuple[int, ...]
+    #: the weight file holding it (relative to the checkpoint) and the absolute offset of its first byte there, when
+    #: the format stores tensors as contiguous bytes (safetensors); "" and -1 otherwise
+    file: str = field(default="", compare=False)
+    offset: int = field(default=-1, compare=False)
 
     @property
     def nbytes(self) -> int:
@@ -179,3 +191,54 @@ def check_edits(specs: Mapping[str, TensorSpec], edits: Mapping[str, TensorEdit]
         if name not in specs:
             raise ValueError(f"no tensor named {name}")
         edit.check(specs[name])
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    """One weight file as its header describes it, read once: its tensors' specs in file order, and the format's
+    own parsed header (``raw``: a safetensors :class:`~vocabsurgeon.formats.safetensors_stream.Header`)."""
+
+    relative: str
+    specs: dict[str, TensorSpec] = field(compare=False)
+    raw: Any = field(default=None, compare=False, repr=False)
+
+
+class RowBytes(Protocol):
+    """Raw bytes of consecutive rows of one tensor (see :meth:`WeightFormat.row_bytes`)."""
+
+    def read(self, first: int, count: int, row_bytes: int) -> np.ndarray: ...
+
+
+class WeightFormat(Protocol):
+    """A weight file format. One module implements it once and is listed in ``formats.WEIGHT_FORMATS``."""
+
+    #: whether :meth:`write_rows` can overwrite rows of a written file in place
+    writes_rows_in_place: ClassVar[bool]
+
+    def read_file(self, path: Path, relative: str) -> WeightFile: ...
+
+    def read_rows(
+        self, file: WeightFile, path: Path, name: str, rows: Sequence[int], *, axis: int = 0
+    ) -> np.ndarray: ...
+
+    def read_row_mean(
+        self, file: WeightFile, path: Path, name: str, exclude: Collection[int] = (), *, axis: int = 0
+    ) -> np.ndarray: ...
+
+    def write_edited(
+        self,
+        file: WeightFile,
+        src: Path,
+        dst: Path,
+        edits: Mapping[str, TensorEdit],
+        progress: Progress | None = None,
+        cancel: threading.Event | None = None,
+        started: Callable[[], None] | None = None,
+    ) -> None:
+        """``started`` is called once every copy of the file is under way (the caller may then hold the GIL for a
+        while without stalling them); once ``cancel`` is set no further range starts."""
+        ...
+
+    def write_rows(self, path: Path, edits: Mapping[str, TensorEdit]) -> None: ...
+
+    def row_bytes(self, file: WeightFile, path: Path, name: str) -> AbstractContextManager[RowBytes]: ...
