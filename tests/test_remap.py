@@ -26,8 +26,8 @@ from click.testing import CliRunner, Result
 from safetensors.numpy import load_file
 from transformers import AutoTokenizer
 
-import vocabsurgeon.apply as apply_module
 import vocabsurgeon
+import vocabsurgeon.apply as apply_module
 from vocabsurgeon.cli import main
 from vocabsurgeon.formats import safetensors_stream
 from vocabsurgeon.inventory import read_inventory

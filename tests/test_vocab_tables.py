@@ -406,3 +406,55 @@ def test_transformers_gemma4_fails_past_the_table() -> None:
         assert model(torch.tensor([[2, 95]])).logits.shape == (1, 2, 128)
         with pytest.raises(IndexError):
             model(torch.tensor([[2, 96]]))
+
+
+# ------------------------------------------------------------------------------------------------ surgery
+
+
+def _surgery(*args: str | Path) -> None:
+    from click.testing import CliRunner
+
+    from vocabsurgeon.cli import main
+
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+
+
+def _table(path: Path, name: str) -> torch.Tensor:
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "model.safetensors"))[name]
+
+
+def test_remap_into_a_slot_writes_its_row_of_both_tables(gemma3n: Path, tmp_path: Path) -> None:
+    """Row 6 (``<unused0>``) of embed_tokens and of embed_tokens_per_layer both get the word's subword mean; every
+    other row of both is unchanged, and the output loads with no missing or unexpected keys."""
+    out = tmp_path / "out"
+    _surgery("remap", gemma3n, "--out", out, "--token", "hospitalization", "--verify", "full")
+    tokenizer = AutoTokenizer.from_pretrained(str(out))
+    assert tokenizer.convert_tokens_to_ids("hospitalization") == 6
+    pieces = AutoTokenizer.from_pretrained(str(gemma3n)).encode("hospitalization", add_special_tokens=False)
+    for name in (EMBED, PER_LAYER):
+        before, after = _table(gemma3n, name), _table(out, name)
+        assert after.shape == before.shape
+        changed = (before != after).any(dim=1).nonzero().flatten().tolist()
+        assert changed == [6], name
+        expected = before[pieces].to(torch.float64).mean(dim=0).to(before.dtype)
+        torch.testing.assert_close(after[6], expected, atol=1e-6, rtol=0)
+    _, info = AutoModelForCausalLM.from_pretrained(str(out), output_loading_info=True)
+    assert (info["missing_keys"], info["unexpected_keys"], info["mismatched_keys"]) == (set(), set(), set())
+
+
+def test_append_leaves_the_per_layer_table_and_its_key(gemma3n: Path, tmp_path: Path) -> None:
+    """Gemma 3n reads row 0 of the per-layer table for ids past it: a token appended past the table (here into the
+    first padding row, 384, of the 512-row embedding) writes embed_tokens only; table and key stay."""
+    out = tmp_path / "out"
+    _surgery("append", gemma3n, "--out", out, "--token", "zqxjvv", "--pad-to-multiple-of", "64")
+    assert AutoTokenizer.from_pretrained(str(out)).convert_tokens_to_ids("zqxjvv") == 384
+    config = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    source = json.loads((gemma3n / "config.json").read_text(encoding="utf-8"))
+    assert config["vocab_size_per_layer_input"] == source["vocab_size_per_layer_input"] == 384
+    assert _table(out, PER_LAYER).shape == _table(gemma3n, PER_LAYER).shape
+    assert torch.equal(_table(out, PER_LAYER), _table(gemma3n, PER_LAYER))  # the new id is past the table
+    _, info = AutoModelForCausalLM.from_pretrained(str(out), output_loading_info=True)
+    assert (info["missing_keys"], info["unexpected_keys"], info["mismatched_keys"]) == (set(), set(), set())

@@ -197,8 +197,8 @@ def _build(
                 output = read_inventory(staging, weights=False)
                 checks += verify.tokenizer_checks(output, inventory, tokens)
             written_weights = weights_done.result()
-            fingerprints = fingerprints if hashed is None else hashed.result()
-            manifest = build_manifest(inventory, plan, fingerprints, extra_manifest or {})
+            recorded = hashed.result() if hashed is not None else fingerprints or {}
+            manifest = build_manifest(inventory, plan, recorded, extra_manifest or {})
             (staging / MANIFEST).write_text(dump_json(manifest, JsonStyle(indent=2)), encoding="utf-8")
             for relative, changed in written_weights:
                 (written.append(relative) if changed else copied.append(relative))

@@ -24,7 +24,14 @@ from .inventory import MANIFEST, Inventory, WeightSet, require_tokenizer, taken_
 from .plan import FileOp, Mode, Operation, Placement, Plan, RowInit, Skip, SlotSource, TensorOp, WeightsFormat
 from .render import render_config, render_index, render_tokenizer_files
 from .slots import Slot, embedding_rows, find_slots, placeholder_ids
-from .vocab_tensors import config_vocab_size, find_vocab_tensors, text_config, vocab_size_key
+from .vocab_tensors import (
+    VocabTable,
+    config_vocab_size,
+    find_vocab_tables,
+    find_vocab_tensors,
+    text_config,
+    vocab_size_key,
+)
 
 
 @dataclass(frozen=True)
@@ -187,6 +194,9 @@ def _finish_plan(
         for weights in inventory.weights
         for op in plan_tensor_ops(inventory, weights, placements, rows_before, rows_after, pad_init)
     )
+    for op in tensors:
+        if op.table is not None and op.rows_after != op.rows_before:
+            config[op.table] = op.rows_after  # a table that grows with the vocabulary (Gemma 4's per-layer one)
     rendered = render_tokenizer_files(inventory, vocabulary.family, tuple(placements))
     rendered.update(render_config(inventory, config))
     for weights in inventory.weights:
@@ -235,7 +245,7 @@ def plan_tensor_ops(
         return []
     assert rows_before is not None
     assert rows_after is not None
-    tensors = find_vocab_tensors(weights.specs)
+    tensors = find_vocab_tensors(weights.specs, inventory.config)
     if tensors is None:
         raise UnsupportedCheckpointError(
             f"no input embedding among the tensors of {weights.files[0]}", path=inventory.root
@@ -254,7 +264,40 @@ def plan_tensor_ops(
         if len(view.shape) == 1:
             wanted = [(idx, "zeros" if init == "normal" else init) for idx, init in wanted]  # a bias is not drawn
         ops.append(_op(spec.name, weights.locations[spec.name], axis, view.shape[0], rows_after, wanted))
+    for table in find_vocab_tables(weights.specs, inventory.config):
+        ops += _table_op(weights, table, placements, rows_before, rows_after, pad_init)
     return ops
+
+
+def _table_op(
+    weights: WeightSet,
+    table: VocabTable,
+    placements: Sequence[Placement],
+    rows_before: int,
+    rows_after: int,
+    pad_init: Init,
+) -> list[TensorOp]:
+    """The op of a table with a row count of its own (Gemma 3n's per-layer embedding): a placement's row is
+    written where the table has it (a subword-mean row averages the pieces the table holds, the mean where it holds
+    none). The table grows, and its config key with it, only for a model that fails on ids past it (Gemma 4) and
+    only when it has every row the input embedding has; otherwise appended ids read what the model gives ids past
+    the table (Gemma 3n: row 0), as the model's own multimodal ids do."""
+    rows = table.rows
+    grows = table.past_rows == "error" and rows == rows_before and rows_after > rows
+    after = rows_after if grows else rows
+    wanted: list[tuple[int, Init]] = []
+    for p in placements:
+        if p.init == "keep" or p.id >= after:
+            continue
+        init = p.init
+        if init == "subword-mean" and not any(piece < rows for piece in p.pieces):
+            init = "mean"
+        wanted.append((p.id, init))
+    covered = {idx for idx, _ in wanted}
+    wanted += [(idx, pad_init) for idx in range(rows, after) if idx not in covered]
+    if not wanted:
+        return []
+    return [_op(table.spec.name, weights.locations[table.spec.name], 0, rows, after, wanted, table.dotted_key)]
 
 
 def _op(

@@ -29,7 +29,7 @@ from .backend import Backend, load_backend
 from .errors import VerificationError
 from .inventory import Inventory, WeightSet, read_inventory, require_tokenizer
 from .slots import is_placeholder
-from .vocab_tensors import config_vocab_size, find_vocab_biases, find_vocab_tensors
+from .vocab_tensors import config_vocab_size, find_vocab_biases, find_vocab_tables, find_vocab_tensors
 
 Level = Literal["quick", "full"]
 LEVELS: tuple[Level, ...] = ("quick", "full")
@@ -107,10 +107,14 @@ def manifest_tokens_of(output: Inventory) -> list[dict[str, Any]]:
 
 
 def verify_checkpoint(
-    out: str | Path, against: str | Path | Inventory | None = None, *, slow: bool = True, level: Level = "full"
+    out: str | Path | Inventory,
+    against: str | Path | Inventory | None = None,
+    *,
+    slow: bool = True,
+    level: Level = "full",
 ) -> list[Check]:
-    """Every check, passed or not. ``against`` is the source checkpoint (directory or Inventory)."""
-    output = read_inventory(out)
+    """Every check, passed or not. ``out`` and ``against`` (the source) are directories or Inventories."""
+    output = out if isinstance(out, Inventory) else read_inventory(out)
     source = against if isinstance(against, Inventory) or against is None else read_inventory(against)
     return Verifier(level, slow).run(output, source)
 
@@ -279,8 +283,9 @@ def _check_weights_kept(
     for before, after in zip(source.weights, output.weights, strict=False):
         if before.format != after.format:
             continue
-        vocab = find_vocab_tensors(before.specs)
-        vocab_names = {spec.name for spec in vocab.all} if vocab else set()
+        vocab = find_vocab_tensors(before.specs, source.config)
+        tables = tuple(table.spec for table in find_vocab_tables(before.specs, source.config))
+        vocab_names = {spec.name for spec in (*vocab.all, *tables)} if vocab else set()
         changed = [
             name
             for name in before.specs
@@ -293,8 +298,8 @@ def _check_weights_kept(
         if vocab is None:
             continue
         altered = []
-        for spec in vocab.all:
-            axis = vocab.axis(spec)
+        for spec in (*vocab.all, *tables):
+            axis = vocab.axis(spec) if spec in vocab.all else 0
             view = spec.rows_view(axis).shape
             near = {i + d for i in placed for d in (-1, 1)} | {view[0] - 1}
             only = _sample(view, sampled, extra=near - placed)

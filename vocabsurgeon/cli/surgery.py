@@ -268,6 +268,7 @@ def render_plan(plan: Plan, *, details: bool = False) -> str:
         f" (tokenizer {plan.tokenizer_size_before} -> {plan.tokenizer_size_after},"
         f" rows {_n(plan.rows_before)} -> {_n(plan.rows_after)})"
     ]
+    rows: list[tuple[Any, ...]]
     if plan.placements:
         rows = [
             (p.token, p.content, p.id, p.slot + (f" {p.replaces}" if p.replaces else ""), p.mode, p.init)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Literal
 
 from .weights import WeightFile, WeightFormat
 
@@ -18,7 +19,7 @@ from .weights import WeightFile, WeightFormat
 class FormatEntry:
     """A registered weight format: its name, module and the file names transformers gives it."""
 
-    name: str
+    name: Literal["safetensors", "pytorch"]
     module: str  # a module of this package whose ``FORMAT`` implements WeightFormat
     single_file: str
     shard_pattern: str  # with {i} and {n}
