@@ -33,6 +33,7 @@ from .formats.json_file import JsonStyle, dump_json
 from .formats.weights import Progress, TensorEdit
 from .inventory import MANIFEST, Inventory, WeightSet, read_inventory, with_weights
 from .plan import Plan
+from .planner import check_plan_fits
 from .render import render_config, render_index, render_tokenizer_files
 from .rows import compute_edit, placeholder_edit
 from .verify import Check, Level, Verifier, raise_on_failures
@@ -75,6 +76,8 @@ def execute_plan(
     source file is hashed first, and the files the plan rewrites must render to the content it records."""
     target = Path(out).expanduser().absolute()
     _check_output(inventory, target, force)
+    if not plan.rendered:  # a plan loaded from a file: it must fit this source
+        check_plan_fits(inventory, plan)
     fingerprints = None
     if plan.fingerprints:
         fingerprints = fingerprint_files(inventory)
