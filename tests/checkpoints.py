@@ -927,3 +927,75 @@ class CheckpointCache:
     def copy(self, name: str, builder: Builder, dest_root: Path) -> Path:
         """Return a private copy of checkpoint ``name`` at ``dest_root / name``."""
         return Path(shutil.copytree(self.get(name, builder), dest_root / name))
+
+
+# --------------------------------------------------------------------------------------------------
+# GPT-2 style slow-only byte-level BPE (vocab.json + merges.txt, no tokenizer.json)
+# --------------------------------------------------------------------------------------------------
+
+GPT2_EOS = "<|endoftext|>"
+
+
+def build_gpt2_slow(path: Path, *, vocab_size: int = 400, placeholders: int = 4) -> Path:
+    """Write a tiny GPT-2-like checkpoint in the layout slow tokenizers save: vocab.json + merges.txt (no
+    tokenizer.json), tokenizer_config.json, special_tokens_map.json and a ``GPT2LMHeadModel`` in safetensors.
+
+    A byte-level BPE trained on :func:`english_corpus` to ``vocab_size - 1 - placeholders`` entries, then
+    ``madeupword0..placeholders-1`` (RoBERTa's placeholders) and ``<|endoftext|>`` last (bos, eos and unk),
+    all in vocab.json, as GPT-2's is.
+    """
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    n_bpe = vocab_size - 1 - placeholders
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=n_bpe, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False, min_frequency=1
+    )
+    tok.train_from_iterator(_iter_corpus(english_corpus()), trainer=trainer)
+    if tok.get_vocab_size() != n_bpe:
+        raise RuntimeError(f"BPE training produced {tok.get_vocab_size()} entries instead of {n_bpe}")
+    with tempfile.TemporaryDirectory() as tmp:
+        tok.model.save(tmp)
+        shutil.copyfile(Path(tmp) / "merges.txt", path / "merges.txt")
+    vocab = dict(sorted(tok.get_vocab().items(), key=lambda item: item[1]))
+    for i in range(placeholders):
+        vocab[f"madeupword{i}"] = len(vocab)
+    vocab[GPT2_EOS] = len(vocab)
+    (path / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False) + "\n", encoding="utf-8")
+    _write_json(
+        path / "tokenizer_config.json",
+        {
+            "add_prefix_space": False,
+            "bos_token": GPT2_EOS,
+            "eos_token": GPT2_EOS,
+            "unk_token": GPT2_EOS,
+            "model_max_length": 1024,
+            "tokenizer_class": "GPT2Tokenizer",
+        },
+    )
+    _write_json(path / "special_tokens_map.json", {"bos_token": GPT2_EOS, "eos_token": GPT2_EOS, "unk_token": GPT2_EOS})
+    torch.manual_seed(0)
+    config = GPT2Config(
+        vocab_size=vocab_size,
+        n_embd=32,
+        n_layer=1,
+        n_head=2,
+        n_positions=128,
+        bos_token_id=vocab[GPT2_EOS],
+        eos_token_id=vocab[GPT2_EOS],
+    )
+    GPT2LMHeadModel(config).eval().save_pretrained(path)
+    return path
+
+
+def write_tiktoken_model(path: Path, tokens: Sequence[bytes] = (b"!", b'"', b"#", b"hello", b" world")) -> bytes:
+    """Write ``path`` as a tiktoken BPE file (base64 token, a space, its rank, per line), as Llama 3 ships
+    ``tokenizer.model``; returns its bytes."""
+    import base64
+
+    data = b"".join(base64.b64encode(token) + b" %d\n" % rank for rank, token in enumerate(tokens))
+    path.write_bytes(data)
+    return data

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from .families import family_named
 from .inventory import Inventory, Vocabulary, WeightSet
 from .vocab_tensors import (
     config_token_ids,
@@ -248,6 +249,14 @@ def _check_added_tokens_decoder(inventory: Inventory, vocabulary: Vocabulary) ->
             )
 
 
+def check_family(inventory: Inventory) -> Iterator[Finding]:
+    """The tokenizer family's own checks of its files (a tokenizer.model that is a tiktoken file ...)."""
+    if inventory.vocabulary is None:
+        return
+    for note in family_named(inventory.vocabulary.family).audit(inventory):
+        yield Finding(note.severity, note.code, note.message)
+
+
 def check_config_ids(inventory: Inventory) -> Iterator[Finding]:
     weights = inventory.primary_weights
     embedding = find_input_embedding(weights.specs) if weights else None
@@ -281,6 +290,7 @@ CHECKS: tuple[Check, ...] = (
     check_sizes,
     check_output_embeddings,
     check_tokenizer_files,
+    check_family,
     check_config_ids,
     check_weight_sets,
 )

@@ -7,17 +7,21 @@ produces it, so ``COVID`` becomes ``covid`` exactly when the checkpoint is uncas
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .errors import CheckpointFormatError, UnsupportedCheckpointError
+from .families import family_named
 from .inventory import Inventory, require_tokenizer
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
 
 
 class Backend:
     """A ``tokenizers.Tokenizer`` of the source with padding and truncation off. Without ``has_model`` it only
     normalizes and pre-tokenizes (see :func:`load_backend`)."""
 
-    def __init__(self, tokenizer: Any, continuing_prefix: str | None, *, has_model: bool = True) -> None:
+    def __init__(self, tokenizer: Tokenizer, continuing_prefix: str | None, *, has_model: bool = True) -> None:
         self.tokenizer = tokenizer
         self.continuing_prefix = continuing_prefix
         self.has_model = has_model
@@ -47,7 +51,8 @@ _KEEP = 4
 
 
 def load_backend(inventory: Inventory, *, model: bool = True) -> Backend:
-    """Build the backend from tokenizer.json, or from vocab.txt and tokenizer_config.json for slow-only BERT.
+    """Build the backend from tokenizer.json, or, without one, as the family rebuilds its slow tokenizer (vocab.txt
+    for BERT, vocab.json and merges.txt for GPT-2).
 
     With ``model=False`` only the normalizer and pre-tokenizer of tokenizer.json are built, in about a
     millisecond instead of the fraction of a second a 128k-token BPE model takes: enough to decide where tokens go.
@@ -95,27 +100,8 @@ def _load(inventory: Inventory, model: bool) -> Backend:
         spec = document.get("model", {})
         prefix = spec.get("continuing_subword_prefix") if spec.get("type") == "WordPiece" else None
         return Backend(tokenizer, prefix, has_model=model)
-    if vocabulary.family != "wordpiece" or vocabulary.vocab_txt is None:
+    family = family_named(vocabulary.family)
+    slow = family.slow_tokenizer(inventory, vocabulary)
+    if slow is None:
         raise UnsupportedCheckpointError("no tokenizer.json to read the tokenizer from", path=inventory.root)
-    return Backend(_bert_from_vocab(inventory), "##")
-
-
-def _bert_from_vocab(inventory: Inventory) -> Any:
-    """The pipeline BertTokenizer applies, per tokenizer_config.json (what transformers' converter builds)."""
-    from tokenizers import Tokenizer, normalizers, pre_tokenizers
-    from tokenizers.models import WordPiece
-
-    vocabulary = require_tokenizer(inventory)
-    config = inventory.tokenizer_config or {}
-    unk = vocabulary.special_tokens.get("unk_token", "[UNK]")
-    tokenizer = Tokenizer(WordPiece(dict(vocabulary.model_vocab), unk_token=unk, continuing_subword_prefix="##"))
-    tokenizer.normalizer = normalizers.BertNormalizer(
-        clean_text=True,
-        handle_chinese_chars=bool(config.get("tokenize_chinese_chars", True)),
-        strip_accents=config.get("strip_accents"),
-        lowercase=bool(config.get("do_lower_case", True)),
-    )
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    specials = [t.content for t in vocabulary.added if t.special] + sorted(vocabulary.all_special_tokens())
-    tokenizer.add_special_tokens(list(dict.fromkeys(specials)))
-    return tokenizer
+    return Backend(slow, family.continuing_prefix)

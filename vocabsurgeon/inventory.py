@@ -10,7 +10,6 @@ import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +18,9 @@ from .formats import WEIGHT_FORMATS, FormatEntry, WeightFile, WeightFormat
 from .formats.json_file import JsonStyle, read_json_object, read_json_text
 from .formats.vocab_txt import read_vocab_txt
 from .formats.weights import TensorSpec
+from .vocabulary import SPECIAL_TOKEN_ROLES as SPECIAL_TOKEN_ROLES  # re-exported: defined beside the vocabulary
+from .vocabulary import AddedToken as AddedToken
+from .vocabulary import Vocabulary
 
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -32,23 +34,9 @@ TOKENIZER_FILES = (
     "spiece.model",
     "sentencepiece.bpe.model",
 )
-SPECIAL_TOKEN_ROLES = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 MANIFEST = "vocabsurgeon.json"
 
 WeightFormatName = Literal["safetensors", "pytorch"]
-
-
-@dataclass(frozen=True)
-class AddedToken:
-    """An entry of tokenizer.json's ``added_tokens`` (or tokenizer_config's ``added_tokens_decoder``)."""
-
-    id: int
-    content: str
-    special: bool = False
-    normalized: bool = True
-    single_word: bool = False
-    lstrip: bool = False
-    rstrip: bool = False
 
 
 @dataclass(frozen=True)
@@ -74,46 +62,6 @@ class WeightSet:
     def header_of(self, name: str) -> WeightFile:
         """The header of the file holding tensor ``name``."""
         return self.headers[self.locations[name]]
-
-
-@dataclass(frozen=True)
-class Vocabulary:
-    """Every id the tokenizer knows, merged from the files that define them."""
-
-    family: str
-    model_vocab: dict[str, int] = field(compare=False)
-    added: tuple[AddedToken, ...]
-    special_tokens: dict[str, str] = field(compare=False)
-    additional_special_tokens: tuple[str, ...]
-    vocab_txt: tuple[str, ...] | None = None
-
-    @cached_property
-    def id_to_token(self) -> dict[int, str]:
-        table = {idx: token for token, idx in self.model_vocab.items()}
-        for token in self.added:
-            table[token.id] = token.content
-        return table
-
-    @cached_property
-    def token_to_id(self) -> dict[str, int]:
-        table = dict(self.model_vocab)
-        for token in self.added:
-            table[token.content] = token.id
-        return table
-
-    @cached_property
-    def size(self) -> int:
-        """``len(tokenizer)``: the number of distinct ids."""
-        return len(set(self.model_vocab.values()) | {token.id for token in self.added})
-
-    @cached_property
-    def max_id(self) -> int:
-        ids = list(self.model_vocab.values()) + [token.id for token in self.added]
-        return max(ids) if ids else -1
-
-    def all_special_tokens(self) -> set[str]:
-        specials = set(self.special_tokens.values()) | set(self.additional_special_tokens)
-        return specials | {token.content for token in self.added if token.special}
 
 
 @dataclass(frozen=True)
@@ -194,16 +142,18 @@ def read_inventory(model: str | os.PathLike[str], *, weights: bool = True) -> In
     manifest, _ = _read_optional_object(root, files, MANIFEST, texts)
     vocab_txt = read_vocab_txt(root / "vocab.txt") if "vocab.txt" in files else None
 
-    from .families import read_vocabulary
+    from .families import TokenizerFiles, read_vocabulary
 
     vocabulary = read_vocabulary(
-        root=root,
-        files=files,
-        tokenizer_json=tokenizer_json,
-        tokenizer_config=tokenizer_config or {},
-        special_tokens_map=special_map or {},
-        added_tokens_json=added_tokens_json or {},
-        vocab_txt=vocab_txt,
+        TokenizerFiles(
+            root=root,
+            files=files,
+            tokenizer_json=tokenizer_json,
+            tokenizer_config=tokenizer_config or {},
+            special_tokens_map=special_map or {},
+            added_tokens_json=added_tokens_json or {},
+            vocab_txt=vocab_txt,
+        )
     )
     return Inventory(
         source=str(model),

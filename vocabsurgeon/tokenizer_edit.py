@@ -66,7 +66,8 @@ def apply_placements(
     if entries:
         family.set_model_entries(docs, entries)
     slow_vocabulary = any(inventory.has(name) for name in family.side_files)
-    _set_added_tokens(docs, placements, in_model, slow_vocabulary)
+    listed = {idx: not held or family.lists_renamed_added for idx, held in in_model.items()}
+    _set_added_tokens(docs, placements, listed, slow_vocabulary)
     whole = [p.content for p in placements if p.mode == "added" and in_model[p.id]]
     family.keep_whole(docs, whole)
     for placement in placements:
@@ -89,8 +90,9 @@ def added_entry(placement: Placement) -> dict[str, Any]:
 
 
 def _set_added_tokens(
-    docs: TokenizerDocs, placements: tuple[Placement, ...], in_model: dict[int, bool], slow_vocabulary: bool
+    docs: TokenizerDocs, placements: tuple[Placement, ...], listed: dict[int, bool], slow_vocabulary: bool
 ) -> None:
+    """``listed``: by id, whether added_tokens.json lists the placement (a token outside the model vocabulary)."""
     ids = {p.id for p in placements}
     wanted = [p for p in placements if p.mode in ("added", "special")]
     if docs.tokenizer_json is not None:
@@ -112,7 +114,7 @@ def _set_added_tokens(
         docs.tokenizer_config["added_tokens_decoder"] = dict(sorted(kept.items(), key=lambda item: int(item[0])))  # type: ignore[index]
     # transformers 4.x's slow tokenizers learn tokens past their vocabulary file (vocab.txt, vocab.json, a
     # SentencePiece model) from added_tokens.json only
-    outside = [p for p in wanted if not in_model[p.id]]
+    outside = [p for p in wanted if listed[p.id]]
     if docs.added_tokens_json is None and outside and (slow_vocabulary or docs.vocab_txt is not None):
         docs.added_tokens_json = {}
     if docs.added_tokens_json is not None:

@@ -2,11 +2,65 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
+
+from ..errors import CheckpointFormatError
+from ..vocabulary import AddedToken, Vocabulary
 
 if TYPE_CHECKING:
-    from ..inventory import Inventory
+    from tokenizers import Tokenizer
+
+
+class CheckpointFiles(Protocol):
+    """What a family reads of a checkpoint directory once its vocabulary is known (an Inventory is one)."""
+
+    @property
+    def root(self) -> Path: ...
+
+    @property
+    def tokenizer_config(self) -> dict[str, Any] | None: ...
+
+    def has(self, relative: str) -> bool: ...
+
+    def path(self, relative: str) -> Path: ...
+
+
+@dataclass(frozen=True)
+class TokenizerFiles:
+    """The tokenizer documents of a checkpoint as parsed once: what a family detects itself and reads its
+    vocabulary from (the inventory builds it before the Vocabulary exists)."""
+
+    root: Path
+    files: tuple[str, ...]
+    tokenizer_json: dict[str, Any] | None
+    tokenizer_config: dict[str, Any]
+    special_tokens_map: dict[str, Any]
+    added_tokens_json: dict[str, Any]
+    vocab_txt: list[str] | None
+
+    def has(self, relative: str) -> bool:
+        return relative in self.files
+
+    def path(self, relative: str) -> Path:
+        return self.root / relative
+
+    @property
+    def model_type(self) -> str | None:
+        """tokenizer.json's ``model.type``, None without a tokenizer.json."""
+        model = (self.tokenizer_json or {}).get("model")
+        return model.get("type") if isinstance(model, dict) else None
+
+
+@dataclass(frozen=True)
+class Note:
+    """A family's own audit finding (audit reports it as a Finding)."""
+
+    severity: Literal["error", "warning", "info"]
+    code: str
+    message: str
 
 
 @dataclass(frozen=True)
@@ -33,7 +87,8 @@ class TokenizerDocs:
 
 
 class Family:
-    """A tokenizer family: where its model vocabulary lives and which tokens it can hold as vocabulary entries.
+    """A tokenizer family: how it is recognized in the files, where its model vocabulary lives, which tokens it can
+    hold as vocabulary entries, how to rebuild its tokenizer without tokenizer.json, and its own audit checks.
 
     Subclasses override the class attributes and the methods; everything about added tokens, special-token lists
     and configs is shared and lives in ``tokenizer_edit``. A family's side files are the vocabulary files of the
@@ -44,11 +99,38 @@ class Family:
     name: ClassVar[str]
     model_type: ClassVar[str]  # tokenizer.json model.type
     side_files: ClassVar[tuple[str, ...]] = ()  # the slow tokenizer's vocabulary files, by name
+    continuing_prefix: ClassVar[str | None] = None  # of a subword piece (WordPiece's ``##``)
+    #: whether added_tokens.json also lists an added token renamed into the model vocabulary (a slot): a family
+    #: with no tokenizer.json has no other list of added tokens its slow tokenizer reads
+    lists_renamed_added: ClassVar[bool] = False
 
-    def read_side_files(self, docs: TokenizerDocs, inventory: Inventory) -> None:
+    def detects(self, files: TokenizerFiles) -> bool:
+        """Whether these files are this family's; by default, a tokenizer.json of this ``model.type``."""
+        return files.model_type == self.model_type
+
+    def read_entries(self, files: TokenizerFiles) -> tuple[dict[str, int], tuple[AddedToken, ...]]:
+        """The model vocabulary and the added tokens, by default from tokenizer.json."""
+        document = files.tokenizer_json or {}
+        try:
+            model_vocab = self.read_model_vocab(document["model"])
+        except (ValueError, TypeError, IndexError, KeyError) as error:
+            raise CheckpointFormatError(str(error), path=files.path("tokenizer.json")) from None
+        path = files.path("tokenizer.json")
+        return model_vocab, tuple(parse_added(entry, path) for entry in document.get("added_tokens", []))
+
+    def slow_tokenizer(self, files: CheckpointFiles, vocabulary: Vocabulary) -> Tokenizer | None:
+        """The pipeline the slow tokenizer applies, as a ``tokenizers.Tokenizer``, for a checkpoint without
+        tokenizer.json (what transformers' converter builds); None when the family cannot do without one."""
+        return None
+
+    def audit(self, files: CheckpointFiles) -> Iterator[Note]:
+        """The family's own checks of its files."""
+        return iter(())
+
+    def read_side_files(self, docs: TokenizerDocs, files: CheckpointFiles) -> None:
         """Load the side files this family edits (those the checkpoint has) into ``docs.side``."""
 
-    def side_outputs(self, docs: TokenizerDocs, inventory: Inventory) -> dict[str, bytes]:
+    def side_outputs(self, docs: TokenizerDocs, files: CheckpointFiles) -> dict[str, bytes]:
         """New bytes for each side file in ``docs.side`` that changed; unchanged files are left to the byte copy."""
         return {}
 
@@ -73,6 +155,21 @@ class Family:
         if docs.tokenizer_json is not None:
             vocab = docs.tokenizer_json["model"]["vocab"]
             docs.tokenizer_json["model"]["vocab"] = replace_keys(vocab, entries)
+
+
+def parse_added(entry: Any, path: Path) -> AddedToken:
+    """An added token as tokenizer.json (or tokenizer_config's ``added_tokens_decoder``, with its id) writes it."""
+    if not isinstance(entry, dict) or "content" not in entry or "id" not in entry:
+        raise CheckpointFormatError("an added token has no 'id' or 'content'", path=path)
+    return AddedToken(
+        id=int(entry["id"]),
+        content=str(entry["content"]),
+        special=bool(entry.get("special", False)),
+        normalized=bool(entry.get("normalized", not entry.get("special", False))),
+        single_word=bool(entry.get("single_word", False)),
+        lstrip=bool(entry.get("lstrip", False)),
+        rstrip=bool(entry.get("rstrip", False)),
+    )
 
 
 def replace_keys(mapping: dict[str, int], entries: list[ModelEntry]) -> dict[str, int]:

@@ -15,12 +15,9 @@ The .model never grows: tokens appended past it live in added_tokens.json, where
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
-from .base import Family, ModelEntry, TokenizerDocs
-
-if TYPE_CHECKING:
-    from ..inventory import Inventory
+from .base import CheckpointFiles, Family, ModelEntry, TokenizerDocs
 
 
 class SentencePieceFiles(Family):
@@ -28,25 +25,32 @@ class SentencePieceFiles(Family):
 
     model_files: ClassVar[tuple[str, ...]] = ()
 
-    def read_side_files(self, docs: TokenizerDocs, inventory: Inventory) -> None:
-        super().read_side_files(docs, inventory)
+    def read_side_files(self, docs: TokenizerDocs, files: CheckpointFiles) -> None:
+        super().read_side_files(docs, files)
+        for name in self.model_files:
+            if files.has(name):
+                model = self.read_model_file(files, name)
+                if model is not None:
+                    docs.side[name] = model
+
+    def read_model_file(self, files: CheckpointFiles, name: str) -> Any:
+        """The ``ModelProto`` of ``name``, to keep in step; None leaves the file as it is (a family whose
+        ``model_files`` may be another format). By default a file that is no SentencePiece model is an error."""
         from ..formats.sentencepiece_model import read_model
 
-        for name in self.model_files:
-            if inventory.has(name):
-                docs.side[name] = read_model(inventory.path(name))
+        return read_model(files.path(name))
 
-    def side_outputs(self, docs: TokenizerDocs, inventory: Inventory) -> dict[str, bytes]:
-        outputs = super().side_outputs(docs, inventory)
+    def side_outputs(self, docs: TokenizerDocs, files: CheckpointFiles) -> dict[str, bytes]:
+        outputs = super().side_outputs(docs, files)
         from ..formats.sentencepiece_model import dump_model, parse_model
 
         for name in self.model_files:
             if name not in docs.side:
                 continue
             data = dump_model(docs.side[name])
-            original = inventory.path(name).read_bytes()
+            original = files.path(name).read_bytes()
             # the second comparison: a file sentencepiece did not write itself may serialize differently unchanged
-            if data != original and data != dump_model(parse_model(original, path=inventory.path(name))):
+            if data != original and data != dump_model(parse_model(original, path=files.path(name))):
                 outputs[name] = data
         return outputs
 

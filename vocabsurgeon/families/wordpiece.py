@@ -2,14 +2,56 @@
 
 from __future__ import annotations
 
-from .base import Family, ModelEntry, TokenizerDocs
+from typing import TYPE_CHECKING
+
+from ..vocabulary import AddedToken, Vocabulary
+from .base import CheckpointFiles, Family, ModelEntry, TokenizerDocs, TokenizerFiles
 from .bert_split import is_replaceable, kept_tokens, split_pre_tokenizer
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
 
 
 class WordPiece(Family):
     name = "wordpiece"
     model_type = "WordPiece"
     side_files = ("vocab.txt",)
+    continuing_prefix = "##"
+
+    def detects(self, files: TokenizerFiles) -> bool:
+        """A WordPiece tokenizer.json, or a slow-only BERT: vocab.txt alone."""
+        return super().detects(files) or (files.tokenizer_json is None and files.vocab_txt is not None)
+
+    def read_entries(self, files: TokenizerFiles) -> tuple[dict[str, int], tuple[AddedToken, ...]]:
+        if files.tokenizer_json is not None or files.vocab_txt is None:
+            return super().read_entries(files)
+        model_vocab = {}
+        for idx, token in enumerate(files.vocab_txt):
+            model_vocab[token] = idx  # as BertTokenizer's load_vocab: the last duplicate wins (audit reports it)
+        added = tuple(
+            AddedToken(id=int(idx), content=str(token), special=False)
+            for token, idx in sorted(files.added_tokens_json.items(), key=lambda item: item[1])
+        )
+        return model_vocab, added
+
+    def slow_tokenizer(self, files: CheckpointFiles, vocabulary: Vocabulary) -> Tokenizer | None:
+        """The pipeline BertTokenizer applies, per tokenizer_config.json (what transformers' converter builds)."""
+        from tokenizers import Tokenizer, normalizers, pre_tokenizers
+        from tokenizers.models import WordPiece
+
+        config = files.tokenizer_config or {}
+        unk = vocabulary.special_tokens.get("unk_token", "[UNK]")
+        tokenizer = Tokenizer(WordPiece(dict(vocabulary.model_vocab), unk_token=unk, continuing_subword_prefix="##"))
+        tokenizer.normalizer = normalizers.BertNormalizer(
+            clean_text=True,
+            handle_chinese_chars=bool(config.get("tokenize_chinese_chars", True)),
+            strip_accents=config.get("strip_accents"),
+            lowercase=bool(config.get("do_lower_case", True)),
+        )
+        tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        specials = [t.content for t in vocabulary.added if t.special] + sorted(vocabulary.all_special_tokens())
+        tokenizer.add_special_tokens(list(dict.fromkeys(specials)))
+        return tokenizer
 
     def can_hold_whole_word(self) -> bool:
         return True
