@@ -75,3 +75,48 @@ def test_api_errors_are_the_cli_messages(bert_dir: Path, tmp_path: Path) -> None
     assert not (tmp_path / "out").exists()
     with pytest.raises(ValueError, match="resize takes no tokens"):
         vocabsurgeon.plan_surgery(bert_dir, "resize", tokens=["x"])
+
+
+def test_a_large_tokenizer_is_checked_in_a_child_process(
+    llama_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Above the size threshold the quick check loads the written tokenizer in `python -m vocabsurgeon.checks`
+    while the weights are copied; its findings come back as the in-process ones do."""
+    import subprocess
+    import sys
+
+    # the module, not the function vocabsurgeon.verify that shadows it as a package attribute
+    monkeypatch.setattr(sys.modules["vocabsurgeon.verify"], "CHECK_IN_CHILD_ABOVE_BYTES", 0)
+    started: list[list[str]] = []
+    popen = subprocess.Popen
+
+    def spy(args: list[str], **kwargs: object) -> subprocess.Popen[str]:
+        started.append(list(args))
+        return popen(args, **kwargs)  # type: ignore[call-overload,no-any-return]
+
+    monkeypatch.setattr(subprocess, "Popen", spy)
+    result = vocabsurgeon.append(llama_dir, tmp_path / "out", tokens=["zqxjvv", "naïveté"])
+    assert result.verification == "quick"
+    assert [args[1:] for args in started] == [["-m", "vocabsurgeon.checks"]]
+
+
+def test_the_child_check_reports_a_wrong_encoding(llama_dir: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    request = {
+        "tokenizer_json": str(llama_dir / "tokenizer.json"),
+        "tokens": [{"token": "zqxjvv", "id": 5, "kind": "added"}],
+        "expected": [["hello world", [1, 2, 3]]],
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "vocabsurgeon.checks"], input=json.dumps(request), capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    checks = {c["name"]: c for c in json.loads(done.stdout)}
+    assert checks["tokenizers tokenizer loads"]["ok"]
+    assert not checks["tokenizers: each new token is one id"]["ok"]
+    assert checks["tokenizers: texts without new tokens encode as before"]["detail"] == (
+        "1 of 1 differ, e.g. 'hello world'"
+    )

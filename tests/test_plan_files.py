@@ -271,3 +271,18 @@ def test_out_is_required_without_dry_run(bert_dir: Path) -> None:
     result = run("remap", bert_dir, *TOKENS)
     assert result.exit_code == 2
     assert "--out is required (unless --dry-run)" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("fixture", "operation", "tokens"),
+    [("bert_dir", "remap", ["covid", "COVID-19"]), ("llama_sharded_dir", "append", ["zqxjv", "naïveté"])],
+)
+def test_rendered_documents_are_what_their_bytes_parse_to(
+    fixture: str, operation: str, tokens: list[str], request: pytest.FixtureRequest
+) -> None:
+    """The surgery's check takes the rendered JSON documents as values instead of parsing the written files again:
+    they must be exactly what parsing those bytes gives."""
+    plan = vocabsurgeon.plan_surgery(request.getfixturevalue(fixture), operation, tokens=tokens)  # type: ignore[arg-type]
+    assert plan.documents
+    for name, value in plan.documents.items():
+        assert json.loads(plan.rendered[name]) == value, name

@@ -2,34 +2,42 @@
 
 The library API (:mod:`vocabsurgeon.api`) is the code path of the CLI: ``remap``, ``append``, ``resize``,
 ``slots``, ``audit``, ``verify``, and ``plan_surgery`` / ``apply_plan`` / ``load_plan`` / ``save_plan`` for a plan
-reviewed before it is applied.
+reviewed before it is applied. The names are imported on first use, so ``import vocabsurgeon`` (and a child process
+of a surgery) costs almost nothing. ``vocabsurgeon.verify``, ``.audit`` and ``.slots`` are these functions; their
+modules are ``vocabsurgeon.verify`` etc. for ``from ... import``.
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
 
-from .api import (
-    append,
-    apply_plan,
-    audit,
-    load_plan,
-    plan_surgery,
-    read_tokens_file,
-    remap,
-    resize,
-    slots,
-    token_requests,
-    verify,
-)
-from .apply import Result
-from .audit import AuditReport
-from .errors import VocabSurgeonError
-from .inventory import Inventory, read_inventory
-from .plan import Plan, save_plan
-from .planner import TokenRequest
-from .slots import SlotReport
-from .verify import Check
+#: public name -> the module that defines it
+_EXPORTS = {
+    "append": "api",
+    "apply_plan": "api",
+    "audit": "api",
+    "load_plan": "api",
+    "plan_surgery": "api",
+    "read_tokens_file": "api",
+    "remap": "api",
+    "resize": "api",
+    "slots": "api",
+    "token_requests": "api",
+    "verify": "api",
+    "Result": "apply",
+    "AuditReport": "audit",
+    "VocabSurgeonError": "errors",
+    "Inventory": "inventory",
+    "read_inventory": "inventory",
+    "Plan": "plan",
+    "save_plan": "plan",
+    "TokenRequest": "planner",
+    "SlotReport": "slots",
+    "Check": "checks",
+}
 
 __all__ = [
     "AuditReport",
@@ -55,3 +63,38 @@ __all__ = [
     "token_requests",
     "verify",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'vocabsurgeon' has no attribute {name!r}")
+    imported = importlib.import_module(f".{module}", __name__)
+    # every name of that module at once: importing it imported the submodules verify, audit and slots, which set
+    # those attributes of this package to modules; the functions named like them win
+    globals().update({n: getattr(imported, n) for n, m in _EXPORTS.items() if m == module})
+    return globals()[name]
+
+
+if TYPE_CHECKING:
+    from .api import (
+        append,
+        apply_plan,
+        audit,
+        load_plan,
+        plan_surgery,
+        read_tokens_file,
+        remap,
+        resize,
+        slots,
+        token_requests,
+        verify,
+    )
+    from .apply import Result
+    from .audit import AuditReport
+    from .checks import Check
+    from .errors import VocabSurgeonError
+    from .inventory import Inventory, read_inventory
+    from .plan import Plan, save_plan
+    from .planner import TokenRequest
+    from .slots import SlotReport

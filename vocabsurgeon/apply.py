@@ -20,7 +20,7 @@ import secrets
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,10 +31,10 @@ from .errors import OutputExistsError, PlanError, SourceChangedError
 from .fingerprints import fingerprint_files
 from .formats.json_file import JsonStyle, dump_json
 from .formats.weights import Progress, TensorEdit
-from .inventory import MANIFEST, Inventory, WeightSet, read_inventory, with_weights
+from .inventory import MANIFEST, Inventory, WeightSet, known_documents, read_inventory, with_weights
 from .plan import Plan
 from .planner import check_plan_fits
-from .render import render_config, render_index, render_tokenizer_files
+from .render import render_config, render_index, render_tokenizer_documents
 from .rows import compute_edit, placeholder_edit
 from .verify import Check, Level, Verifier, raise_on_failures
 
@@ -92,12 +92,12 @@ def execute_plan(
                 path=inventory.root,
                 hint="make a new plan",
             )
-    rendered = _rendered_files(inventory, plan)
+    rendered, documents = _rendered_files(inventory, plan)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = _make_staging(target)
     try:
         written, copied, checks = _build(
-            inventory, plan, rendered, staging, progress, fingerprints, extra_manifest, verify
+            inventory, plan, rendered, documents, staging, progress, fingerprints, extra_manifest, verify
         )
         raise_on_failures(checks, target)  # names the output the user asked for, not the staging directory
         _move_into_place(staging, target)
@@ -108,12 +108,12 @@ def execute_plan(
     return Result(target, plan, tuple(written), tuple(copied), verification)
 
 
-def _rendered_files(inventory: Inventory, plan: Plan) -> dict[str, bytes]:
-    """The tokenizer, config and index files the plan rewrites: as rendered by the planner, or (a loaded plan)
-    rendered again and checked against the content the plan records."""
+def _rendered_files(inventory: Inventory, plan: Plan) -> tuple[dict[str, bytes], dict[str, Any]]:
+    """The tokenizer, config and index files the plan rewrites (and the JSON tokenizer files as values): as
+    rendered by the planner, or (a loaded plan) rendered again and checked against the content the plan records."""
     if plan.rendered:
-        return plan.rendered
-    rendered = render_tokenizer_files(inventory, plan.family, plan.placements)
+        return plan.rendered, plan.documents
+    rendered, documents = render_tokenizer_documents(inventory, plan.family, plan.placements)
     rendered.update(render_config(inventory, plan.config))
     for weights in inventory.weights:
         if weights.index is not None and (plan.weights_format in (None, weights.format)):
@@ -129,7 +129,7 @@ def _rendered_files(inventory: Inventory, plan: Plan) -> dict[str, bytes]:
             " version",
             hint="make a new plan",
         )
-    return rendered
+    return rendered, documents
 
 
 def _make_staging(target: Path) -> Path:
@@ -177,6 +177,7 @@ def _build(
     inventory: Inventory,
     plan: Plan,
     rendered: dict[str, bytes],
+    documents: dict[str, Any],
     staging: Path,
     progress: Progress | None,
     fingerprints: dict[str, str] | None,
@@ -193,13 +194,19 @@ def _build(
         try:
             written, copied = _write_other_files(inventory, plan, rendered, staging)
             output = None
+            in_child: Callable[[], list[Check]] | None = None
             tokens = manifest_tokens(inventory, plan)
             if verify is not None:
-                # loading tokenizers holds the GIL in long library calls: let the copies get under way first
-                writer.copying.wait(timeout=COPY_START_TIMEOUT_S)
-                output = read_inventory(staging, weights=False)
-                checks += verify.tokenizer_checks(output, inventory, tokens)
+                known = _written_documents(inventory, rendered, documents)
+                output = read_inventory(staging, weights=False, known=known)
+                in_child = verify.start_tokenizer_checks(output, inventory, tokens)  # a large tokenizer's
+                if in_child is None:
+                    # loading tokenizers holds the GIL in long library calls: let the copies get under way first
+                    writer.copying.wait(timeout=COPY_START_TIMEOUT_S)
+                    checks += verify.tokenizer_checks(output, inventory, tokens)
             written_weights = weights_done.result()
+            if verify is not None and in_child is not None:
+                checks += in_child()
             recorded = hashed.result() if hashed is not None else fingerprints or {}
             manifest = build_manifest(inventory, plan, recorded, extra_manifest or {})
             (staging / MANIFEST).write_text(dump_json(manifest, JsonStyle(indent=2)), encoding="utf-8")
@@ -211,6 +218,19 @@ def _build(
     if verify is not None and output is not None:
         checks += verify.weight_checks(with_weights(output), inventory, tokens)
     return sorted({*written, MANIFEST}), copied, checks
+
+
+def _written_documents(
+    inventory: Inventory, rendered: dict[str, bytes], documents: dict[str, Any]
+) -> dict[str, tuple[Any, JsonStyle, str]]:
+    """The JSON files of the output as values, without parsing them again: the source's where they are byte
+    copies, the rendered documents where they were rewritten (their bytes are what the checks load)."""
+    known = {name: entry for name, entry in known_documents(inventory).items() if name not in rendered}
+    source = known_documents(inventory)
+    for name, value in documents.items():
+        style = source[name][1] if name in source else JsonStyle(indent=2)
+        known[name] = (value, style, rendered[name].decode("utf-8"))
+    return known
 
 
 def _locked(progress: Progress) -> Progress:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -126,19 +126,25 @@ def _cached_snapshot(repo_id: str) -> Path | None:
         return None
 
 
-def read_inventory(model: str | os.PathLike[str], *, weights: bool = True) -> Inventory:
+def read_inventory(
+    model: str | os.PathLike[str],
+    *,
+    weights: bool = True,
+    known: Mapping[str, tuple[Any, JsonStyle, str]] | None = None,
+) -> Inventory:
     """Read everything but tensor data. Raises a VocabSurgeonError naming the file for any unreadable input.
 
     With ``weights=False`` the weight files are neither listed nor read (they may still be being written): see
-    :func:`with_weights`."""
+    :func:`with_weights`. ``known``: JSON files whose (value, style, text) the caller already has (a surgery that
+    has just written them), not read again."""
     root = resolve_model(model)
     files = tuple(sorted(name for name in _list_files(root) if weights or not _is_weight_file(name)))
     texts: dict[str, str] = {}
-    config, config_style = _read_optional_object(root, files, "config.json", texts)
-    tokenizer_json, tokenizer_json_style = _read_optional_object(root, files, "tokenizer.json", texts)
-    tokenizer_config, tokenizer_config_style = _read_optional_object(root, files, "tokenizer_config.json", texts)
-    special_map, special_map_style = _read_optional_object(root, files, "special_tokens_map.json", texts)
-    added_tokens_json, _ = _read_optional_object(root, files, "added_tokens.json", texts)
+    config, config_style = _read_optional_object(root, files, "config.json", texts, known)
+    tokenizer_json, tokenizer_json_style = _read_optional_object(root, files, "tokenizer.json", texts, known)
+    tokenizer_config, tokenizer_config_style = _read_optional_object(root, files, "tokenizer_config.json", texts, known)
+    special_map, special_map_style = _read_optional_object(root, files, "special_tokens_map.json", texts, known)
+    added_tokens_json, _ = _read_optional_object(root, files, "added_tokens.json", texts, known)
     manifest, _ = _read_optional_object(root, files, MANIFEST, texts)
     vocab_txt = read_vocab_txt(root / "vocab.txt") if "vocab.txt" in files else None
 
@@ -175,6 +181,27 @@ def read_inventory(model: str | os.PathLike[str], *, weights: bool = True) -> In
     )
 
 
+#: the JSON files an inventory parses (besides the manifest), and the Inventory fields of their value and style
+JSON_FILES: dict[str, tuple[str, str | None]] = {
+    "config.json": ("config", "config_style"),
+    "tokenizer.json": ("tokenizer_json", "tokenizer_json_style"),
+    "tokenizer_config.json": ("tokenizer_config", "tokenizer_config_style"),
+    "special_tokens_map.json": ("special_tokens_map", "special_tokens_map_style"),
+    "added_tokens.json": ("added_tokens_json", None),
+}
+
+
+def known_documents(inventory: Inventory) -> dict[str, tuple[Any, JsonStyle, str]]:
+    """The JSON files ``inventory`` parsed, as ``read_inventory(..., known=...)`` takes them."""
+    known = {}
+    for name, (value_field, style_field) in JSON_FILES.items():
+        value, text = getattr(inventory, value_field), inventory.texts.get(name)
+        if value is not None and text is not None:
+            style = getattr(inventory, style_field) if style_field else None
+            known[name] = (value, style or JsonStyle(indent=2), text)
+    return known
+
+
 def with_weights(inventory: Inventory) -> Inventory:
     """``inventory`` (read with ``weights=False``) with its files listed anew and its weight headers read."""
     files = tuple(sorted(_list_files(inventory.root)))
@@ -198,11 +225,15 @@ def _list_files(root: Path) -> Iterable[str]:
 
 
 def _read_optional_object(
-    root: Path, files: tuple[str, ...], name: str, texts: dict[str, str]
+    root: Path,
+    files: tuple[str, ...],
+    name: str,
+    texts: dict[str, str],
+    known: Mapping[str, tuple[Any, JsonStyle, str]] | None = None,
 ) -> tuple[Any, JsonStyle | None]:
     if name not in files:
         return None, None
-    value, style, text = read_json_text(root / name)
+    value, style, text = known[name] if known and name in known else read_json_text(root / name)
     if not isinstance(value, dict):
         raise CheckpointFormatError(f"expected a JSON object, found {type(value).__name__}", path=root / name)
     texts[name] = text

@@ -119,6 +119,8 @@ class Plan:
     version: int = PLAN_VERSION
     #: the rendered tokenizer and config files (path -> bytes), kept from planning for apply; never serialized
     rendered: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
+    #: the rendered JSON tokenizer files as values (what parsing their bytes gives); never serialized
+    documents: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def grows(self) -> bool:
@@ -134,7 +136,7 @@ class Plan:
 
     def to_json(self) -> dict[str, Any]:
         document = asdict(self)
-        del document["rendered"]
+        del document["rendered"], document["documents"]
         document["placements"] = [asdict(p) for p in self.placements]
         document["skipped"] = [asdict(s) for s in self.skipped]
         document["tensors"] = [{**asdict(t), "rows": {r.init: list(r.ids) for r in t.rows}} for t in self.tensors]

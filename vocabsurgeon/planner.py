@@ -22,7 +22,7 @@ from .formats import WEIGHT_FORMATS
 from .inits import Init
 from .inventory import MANIFEST, Inventory, WeightSet, require_tokenizer, taken_ids
 from .plan import FileOp, Mode, Operation, Placement, Plan, RowInit, Skip, SlotSource, TensorOp, WeightsFormat
-from .render import render_config, render_index, render_tokenizer_files
+from .render import render_config, render_index, render_tokenizer_documents
 from .slots import Slot, embedding_rows, find_slots, placeholder_ids
 from .vocab_tensors import (
     VocabTable,
@@ -197,7 +197,7 @@ def _finish_plan(
     for op in tensors:
         if op.table is not None and op.rows_after != op.rows_before:
             config[op.table] = op.rows_after  # a table that grows with the vocabulary (Gemma 4's per-layer one)
-    rendered = render_tokenizer_files(inventory, vocabulary.family, tuple(placements))
+    rendered, documents = render_tokenizer_documents(inventory, vocabulary.family, tuple(placements))
     rendered.update(render_config(inventory, config))
     for weights in inventory.weights:
         converted = options.weights_format is not None and options.weights_format != weights.format
@@ -223,6 +223,7 @@ def _finish_plan(
         init_std=float(text_config(inventory.config).get("initializer_range", 0.02)),
         seed=options.seed,
         rendered=rendered,
+        documents=documents,
     )
 
 

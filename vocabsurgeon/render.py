@@ -20,11 +20,20 @@ from .tokenizer_edit import apply_placements, docs_from_inventory
 
 def render_tokenizer_files(inventory: Inventory, family: str, placements: tuple[Placement, ...]) -> dict[str, bytes]:
     """New bytes for each tokenizer file the placements change; unchanged files are left to the byte copy."""
+    return render_tokenizer_documents(inventory, family, placements)[0]
+
+
+def render_tokenizer_documents(
+    inventory: Inventory, family: str, placements: tuple[Placement, ...]
+) -> tuple[dict[str, bytes], dict[str, Any]]:
+    """:func:`render_tokenizer_files`, and the rewritten JSON documents as values (what parsing those bytes gives),
+    so that checking the output need not parse a large tokenizer.json again."""
     if not placements:
-        return {}
+        return {}, {}
     docs = docs_from_inventory(inventory)
     apply_placements(docs, family, placements, inventory)
     outputs: dict[str, bytes] = {}
+    documents: dict[str, Any] = {}
     pairs: Iterable[tuple[str, Any, Any, JsonStyle | None]] = (
         ("tokenizer.json", docs.tokenizer_json, inventory.tokenizer_json, inventory.tokenizer_json_style),
         ("tokenizer_config.json", docs.tokenizer_config, inventory.tokenizer_config, inventory.tokenizer_config_style),
@@ -39,11 +48,12 @@ def render_tokenizer_files(inventory: Inventory, family: str, placements: tuple[
     for name, new, old, style in pairs:
         if new is not None and new != old:
             outputs[name] = json_bytes(inventory, name, old, new, style)
+            documents[name] = new
     vocabulary = inventory.vocabulary
     if docs.vocab_txt is not None and vocabulary is not None and tuple(docs.vocab_txt) != vocabulary.vocab_txt:
         outputs["vocab.txt"] = dump_vocab_txt(docs.vocab_txt).encode("utf-8")
     outputs.update(family_named(family).side_outputs(docs, inventory))  # vocab.json, a SentencePiece model
-    return outputs
+    return outputs, documents
 
 
 def render_config(inventory: Inventory, keys: Mapping[str, int]) -> dict[str, bytes]:

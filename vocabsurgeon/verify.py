@@ -16,9 +16,13 @@ compares every byte of the weights.
 
 from __future__ import annotations
 
+import json
 import logging
+import subprocess
+import sys
+import threading
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +30,8 @@ from typing import Any, Literal
 import numpy as np
 
 from .backend import Backend, load_backend
+from .checks import CONTINUING_PREFIX, LibraryTokenizer, check_tokenizer, is_continuation
+from .checks import Check as Check
 from .errors import VerificationError
 from .inventory import Inventory, WeightSet, read_inventory, require_tokenizer
 from .slots import is_placeholder
@@ -34,7 +40,6 @@ from .vocab_tensors import config_vocab_size, find_vocab_biases, find_vocab_tabl
 Level = Literal["quick", "full"]
 LEVELS: tuple[Level, ...] = ("quick", "full")
 
-CONTINUING_PREFIX = "##"  # WordPiece's: a manifest "vocab" token with it is a continuation piece
 SAMPLE_TEXTS = (
     "The patients were admitted to the hospital in New York last week.",
     "A quick brown fox jumps over the lazy dog, doesn't it?",
@@ -44,13 +49,6 @@ SAMPLE_TEXTS = (
 #: quick level: rows compared per tensor (evenly spaced, first and last included), besides the rows around each
 #: placed id; a misplaced offset or a swapped tensor changes every one of them
 SAMPLED_ROWS = 8
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    ok: bool
-    detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -75,18 +73,57 @@ class Verifier:
             tokenizers = {"tokenizers": _library_tokenizer(output)}
             originals = {"tokenizers": _library_tokenizer(source)} if source is not None else {}
         for label, tokenizer in tokenizers.items():
-            if isinstance(tokenizer, Exception):
-                checks.append(Check(f"{label} tokenizer loads", False, f"{type(tokenizer).__name__}: {tokenizer}"))
-                continue
-            checks.append(Check(f"{label} tokenizer loads", True, type(tokenizer).__name__))
-            checks += list(_check_new_tokens(label, tokenizer, manifest_tokens))
             original = originals.get(label)
+            expected = None
             if source is not None and original is not None and not isinstance(original, Exception):
-                backend = load_backend(source)
-                checks += list(_check_same_encoding(label, tokenizer, original, source, backend, manifest_tokens))
+                expected = _expected_encodings(original, source, load_backend(source), manifest_tokens)
+            checks += check_tokenizer(label, tokenizer, manifest_tokens, expected)
         if source is not None:
             checks += list(_check_ids_kept(source, output, manifest_tokens))
         return checks
+
+    def start_tokenizer_checks(
+        self, output: Inventory, source: Inventory, tokens: list[dict[str, Any]]
+    ) -> Callable[[], list[Check]] | None:
+        """:meth:`tokenizer_checks` of a surgery's output, begun now in a child process and finished by calling the
+        result; None when they are better run in this process.
+
+        At the quick level, a large tokenizer (a 150k-token BPE takes most of a second to load, holding the GIL,
+        which stalls the weight copy) is loaded and checked in a child process, on another core, while the copy
+        runs: the parent only encodes the sample texts with the source tokenizer it already has."""
+        if self.level != "quick" or not output.has("tokenizer.json"):
+            return None
+        if output.path("tokenizer.json").stat().st_size < CHECK_IN_CHILD_ABOVE_BYTES:
+            return None
+        original = _library_tokenizer(source)
+        if isinstance(original, Exception):
+            return None
+        expected = _expected_encodings(original, source, load_backend(source), tokens)
+        request = {"tokenizer_json": str(output.path("tokenizer.json")), "tokens": tokens, "expected": expected}
+        try:
+            child = subprocess.Popen(
+                [sys.executable, "-m", "vocabsurgeon.checks"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+                encoding="utf-8",
+            )
+        except OSError:
+            return None  # no interpreter to start: check in this process
+        # the request goes in and the answer comes out in a thread: the child starts working at once
+        answer: list[str] = []
+        talk = threading.Thread(target=lambda: answer.append(child.communicate(json.dumps(request))[0]), daemon=True)
+        talk.start()
+
+        def finish() -> list[Check]:
+            talk.join()
+            if child.returncode != 0 or not answer:  # the child failed, not the tokenizer (a failed load is a
+                return self.tokenizer_checks(output, source, tokens)  # Check): redo the checks here
+            checks = [Check(**fields) for fields in json.loads(answer[0])]
+            return checks + list(_check_ids_kept(source, output, tokens))
+
+        return finish
 
     def weight_checks(
         self, output: Inventory, source: Inventory | None, tokens: list[dict[str, Any]] | None = None
@@ -99,6 +136,11 @@ class Verifier:
 
     def run(self, output: Inventory, source: Inventory | None) -> list[Check]:
         return self.tokenizer_checks(output, source) + self.weight_checks(output, source)
+
+
+#: a tokenizer.json above this size is loaded for the quick check in a child process (see
+#: Verifier.start_tokenizer_checks); below it, starting a process costs more than loading it here
+CHECK_IN_CHILD_ABOVE_BYTES = 4 << 20
 
 
 def manifest_tokens_of(output: Inventory) -> list[dict[str, Any]]:
@@ -130,23 +172,9 @@ def raise_on_failures(checks: list[Check], out: Path) -> None:
         raise VerificationError(failed, path=out)
 
 
-class _LibraryTokenizer:
-    """A :class:`Backend` with the two methods of a transformers tokenizer the checks use."""
-
-    def __init__(self, backend: Backend) -> None:
-        self.backend = backend
-
-    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
-        assert not add_special_tokens
-        return self.backend.encode(text)
-
-    def convert_tokens_to_ids(self, tokens: list[str]) -> list[int | None]:
-        return [self.backend.tokenizer.token_to_id(token) for token in tokens]
-
-
 def _library_tokenizer(inventory: Inventory) -> Any:
     try:
-        return _LibraryTokenizer(load_backend(inventory))
+        return LibraryTokenizer(load_backend(inventory).tokenizer)
     except Exception as error:  # report, don't crash: a tokenizer that does not load is the finding
         return error
 
@@ -212,43 +240,15 @@ def _transformers_major() -> int:
     return int(transformers.__version__.split(".")[0])
 
 
-def _check_new_tokens(label: str, tokenizer: Any, tokens: list[dict[str, Any]]) -> Iterator[Check]:
-    wrong = []
-    for entry in tokens:
-        content = str(entry.get("content", entry["token"]))
-        if entry.get("kind") == "vocab" and _is_continuation(content):
-            ids = tokenizer.convert_tokens_to_ids([content])  # "##vid" is never typed alone, only inside a word
-        else:
-            ids = tokenizer.encode(entry["token"], add_special_tokens=False)
-        if ids != [entry["id"]]:
-            wrong.append(f"{entry['token']!r} -> {ids}, expected [{entry['id']}]")
-    detail = "; ".join(wrong[:3]) + (f" (and {len(wrong) - 3} more)" if len(wrong) > 3 else "")
-    yield Check(f"{label}: each new token is one id", not wrong, detail or f"{len(tokens)} tokens")
-
-
-def _is_continuation(content: str) -> bool:
-    return content.startswith(CONTINUING_PREFIX) and len(content) > len(CONTINUING_PREFIX)
-
-
-def _check_same_encoding(
-    label: str, tokenizer: Any, original: Any, source: Inventory, backend: Backend, tokens: list[dict[str, Any]]
-) -> Iterator[Check]:
-    """The output and the source, loaded the same way, encode texts without the new tokens alike (``backend``,
-    the source's, tells which texts contain a new token once normalized)."""
+def _expected_encodings(
+    original: Any, source: Inventory, backend: Backend, tokens: list[dict[str, Any]]
+) -> list[tuple[str, list[int]]]:
+    """The sample texts that contain no new token once normalized (``backend``, the source's, tells), each with
+    the ids ``original`` (the source's tokenizer) gives it."""
     new = [str(t.get("content", t["token"])).lower() for t in tokens] + [str(t["token"]).lower() for t in tokens]
-    new = [n[len(CONTINUING_PREFIX) :] if _is_continuation(n) else n for n in new]  # a piece splits words anew
+    new = [n[len(CONTINUING_PREFIX) :] if is_continuation(n) else n for n in new]  # a piece splits words anew
     texts = [text for text in _sample_texts(source) if not _mentions(backend.normalize(text).lower(), new)]
-    differing = []
-    for text in texts:
-        expected = original.encode(text, add_special_tokens=False)
-        actual = tokenizer.encode(text, add_special_tokens=False)
-        if expected != actual:
-            differing.append(text)
-    yield Check(
-        f"{label}: texts without new tokens encode as before",
-        not differing,
-        f"{len(differing)} of {len(texts)} differ, e.g. {differing[0]!r}" if differing else f"{len(texts)} texts",
-    )
+    return [(text, list(original.encode(text, add_special_tokens=False))) for text in texts]
 
 
 def _mentions(text: str, needles: list[str]) -> bool:

@@ -1,0 +1,99 @@
+"""The checks of a tokenizer as a surgery left it, on the tokenizers library's own encoder, with no import heavier
+than ``tokenizers``: so a surgery can run them in a child process (``python -m vocabsurgeon.checks``) that starts in
+milliseconds while the weights are copied (see ``Verifier.start_tokenizer_checks``).
+
+The child reads ``{"tokenizer_json", "tokens", "expected"}`` as JSON on stdin and prints the checks as a JSON list;
+a plain subprocess, not multiprocessing, so nothing of the caller's main module is imported again.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+CONTINUING_PREFIX = "##"  # WordPiece's: a manifest "vocab" token with it is a continuation piece
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str = ""
+
+
+class LibraryTokenizer:
+    """A ``tokenizers.Tokenizer`` with the two methods of a transformers tokenizer the checks use."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        tokenizer.no_padding()
+        tokenizer.no_truncation()
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        assert not add_special_tokens
+        return list(self.tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def convert_tokens_to_ids(self, tokens: list[str]) -> list[int | None]:
+        return [self.tokenizer.token_to_id(token) for token in tokens]
+
+
+def is_continuation(content: str) -> bool:
+    return content.startswith(CONTINUING_PREFIX) and len(content) > len(CONTINUING_PREFIX)
+
+
+def check_tokenizer(
+    label: str, tokenizer: Any, tokens: list[dict[str, Any]], expected: list[tuple[str, list[int]]] | None
+) -> list[Check]:
+    """``tokenizer`` (or the exception loading it raised) loads, each manifest token is one id, and the
+    ``expected`` texts encode to their ids."""
+    if isinstance(tokenizer, Exception):
+        return [Check(f"{label} tokenizer loads", False, f"{type(tokenizer).__name__}: {tokenizer}")]
+    checks = [Check(f"{label} tokenizer loads", True, type(tokenizer).__name__)]
+    checks += list(check_new_tokens(label, tokenizer, tokens))
+    if expected is not None:
+        checks.append(check_encodings(label, tokenizer, expected))
+    return checks
+
+
+def check_new_tokens(label: str, tokenizer: Any, tokens: list[dict[str, Any]]) -> Iterator[Check]:
+    wrong = []
+    for entry in tokens:
+        content = str(entry.get("content", entry["token"]))
+        if entry.get("kind") == "vocab" and is_continuation(content):
+            ids = tokenizer.convert_tokens_to_ids([content])  # "##vid" is never typed alone, only inside a word
+        else:
+            ids = tokenizer.encode(entry["token"], add_special_tokens=False)
+        if ids != [entry["id"]]:
+            wrong.append(f"{entry['token']!r} -> {ids}, expected [{entry['id']}]")
+    detail = "; ".join(wrong[:3]) + (f" (and {len(wrong) - 3} more)" if len(wrong) > 3 else "")
+    yield Check(f"{label}: each new token is one id", not wrong, detail or f"{len(tokens)} tokens")
+
+
+def check_encodings(label: str, tokenizer: Any, expected: list[tuple[str, list[int]]]) -> Check:
+    """The output encodes texts without the new tokens as the source, loaded the same way, does."""
+    differing = [text for text, ids in expected if list(tokenizer.encode(text, add_special_tokens=False)) != ids]
+    return Check(
+        f"{label}: texts without new tokens encode as before",
+        not differing,
+        f"{len(differing)} of {len(expected)} differ, e.g. {differing[0]!r}" if differing else f"{len(expected)} texts",
+    )
+
+
+def main() -> None:
+    request = json.load(sys.stdin)
+    try:
+        from tokenizers import Tokenizer
+
+        tokenizer: Any = LibraryTokenizer(Tokenizer.from_file(request["tokenizer_json"]))
+    except Exception as error:  # report, don't crash: a tokenizer that does not load is the finding
+        tokenizer = error
+    expected = [(text, ids) for text, ids in request["expected"]]
+    checks = check_tokenizer("tokenizers", tokenizer, request["tokens"], expected)
+    json.dump([asdict(check) for check in checks], sys.stdout, ensure_ascii=False)
+
+
+if __name__ == "__main__":
+    main()
