@@ -48,16 +48,15 @@ def main() -> None:
     )
     print(f"\nplan: {len(plan.placements)} tokens into slots, {len(plan.skipped)} skipped")
     for placement in plan.placements:
-        print(
-            f"  {placement.token:<18} -> id {placement.id:<4} ({placement.replaces}, {placement.mode}, {placement.init})"
-        )
+        where = f"{placement.replaces}, {placement.mode}, {placement.init}"
+        print(f"  {placement.token:<18} -> id {placement.id:<4} ({where})")
     for op in plan.tensors:
         print(f"  {op.name}: rows {', '.join(f'{len(r.ids)} {r.init}' for r in op.rows)}")
 
     result = vocabsurgeon.apply_plan(plan, out, force=True)
     print(f"\nwrote {result.output} ({result.verification} check)")
     failed = [check for check in vocabsurgeon.verify(out, against=source) if not check.ok]
-    print(f"verify --against the source: {'ok' if not failed else failed}")
+    print(f"verify --against the source: {failed or 'ok'}")
 
     before = AutoTokenizer.from_pretrained(str(source))
     after = AutoTokenizer.from_pretrained(str(out))
