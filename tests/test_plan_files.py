@@ -286,3 +286,43 @@ def test_rendered_documents_are_what_their_bytes_parse_to(
     assert plan.documents
     for name, value in plan.documents.items():
         assert json.loads(plan.rendered[name]) == value, name
+
+
+def test_a_failing_surgery_cancels_the_weight_copy(
+    llama_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When apply fails beside the copy (here: writing the tokenizer files), the weights thread stops at its next
+    range instead of copying everything before the error is reported, and nothing is left behind."""
+    import sys
+    import time
+
+    from vocabsurgeon.formats import safetensors_stream
+
+    monkeypatch.setattr(safetensors_stream, "COPY_JOB_BYTES", 512)
+    monkeypatch.setattr(safetensors_stream, "COPY_STREAMS", 1)
+    calls: list[int] = []
+    copy_range = safetensors_stream.copy_range
+
+    def slow(*args: Any, **kwargs: Any) -> None:
+        calls.append(1)
+        time.sleep(0.01)
+        copy_range(*args, **kwargs)
+
+    monkeypatch.setattr(safetensors_stream, "copy_range", slow)
+    apply_module = sys.modules["vocabsurgeon.apply"]
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        time.sleep(0.05)
+        raise KeyError("injected")
+
+    monkeypatch.setattr(apply_module, "_write_other_files", broken)
+    inventory = vocabsurgeon.read_inventory(llama_dir)
+    total = sum(inventory.path(f).stat().st_size for ws in inventory.weights for f in ws.files) // 512
+    assert total > 100
+    plan = vocabsurgeon.plan_surgery(inventory, "append", tokens=["zqxjvv"])
+    outs = tmp_path / "outs"
+    outs.mkdir()
+    with pytest.raises(KeyError, match="injected"):
+        vocabsurgeon.apply_plan(plan, outs / "out", source=inventory)
+    assert len(calls) < total // 4
+    assert os.listdir(outs) == []
