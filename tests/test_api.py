@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from transformers import AutoTokenizer
@@ -77,27 +79,91 @@ def test_api_errors_are_the_cli_messages(bert_dir: Path, tmp_path: Path) -> None
         vocabsurgeon.plan_surgery(bert_dir, "resize", tokens=["x"])
 
 
-def test_a_large_tokenizer_is_checked_in_a_child_process(
-    llama_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Above the size threshold the quick check loads the written tokenizer in `python -m vocabsurgeon.checks`
+class _Spawned:
+    """Every process a surgery starts, through a wrapper of subprocess.Popen."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import subprocess
+
+        self.processes: list[subprocess.Popen[str]] = []
+        popen = subprocess.Popen
+
+        def spy(args: list[str], **kwargs: object) -> subprocess.Popen[str]:
+            process = popen(args, **kwargs)  # type: ignore[call-overload]
+            self.processes.append(process)
+            return process  # type: ignore[no-any-return]
+
+        monkeypatch.setattr(subprocess, "Popen", spy)
+
+
+@pytest.fixture
+def in_child(monkeypatch: pytest.MonkeyPatch) -> _Spawned:
+    """Every tokenizer is 'large': the quick check runs in a child process."""
+
+    # the module, not the function vocabsurgeon.verification that shadows it as a package attribute
+    monkeypatch.setattr(importlib.import_module("vocabsurgeon.verification"), "CHECK_IN_CHILD_ABOVE_BYTES", 0)
+    return _Spawned(monkeypatch)
+
+
+def test_a_large_tokenizer_is_checked_in_a_child_process(in_child: _Spawned, llama_dir: Path, tmp_path: Path) -> None:
+    """Above the size threshold the quick check loads the written tokenizer in a child (vocabsurgeon.checks)
     while the weights are copied; its findings come back as the in-process ones do."""
-    import subprocess
-    import sys
-
-    # the module, not the function vocabsurgeon.verify that shadows it as a package attribute
-    monkeypatch.setattr(sys.modules["vocabsurgeon.verify"], "CHECK_IN_CHILD_ABOVE_BYTES", 0)
-    started: list[list[str]] = []
-    popen = subprocess.Popen
-
-    def spy(args: list[str], **kwargs: object) -> subprocess.Popen[str]:
-        started.append(list(args))
-        return popen(args, **kwargs)  # type: ignore[call-overload,no-any-return]
-
-    monkeypatch.setattr(subprocess, "Popen", spy)
     result = vocabsurgeon.append(llama_dir, tmp_path / "out", tokens=["zqxjvv", "naïveté"])
     assert result.verification == "quick"
-    assert [args[1:] for args in started] == [["-m", "vocabsurgeon.checks"]]
+    assert len(in_child.processes) == 1
+    assert "vocabsurgeon.checks" in in_child.processes[0].args[2]
+    assert in_child.processes[0].returncode == 0
+
+
+def test_a_failing_child_is_replaced_by_the_check_in_this_process(
+    in_child: _Spawned, llama_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+
+    verify_module = importlib.import_module("vocabsurgeon.verification")
+    monkeypatch.setattr(verify_module, "_CHILD_PROGRAM", "import sys; sys.exit(3)")
+    calls: list[int] = []
+    in_process = verify_module.Verifier.tokenizer_checks
+
+    def counted(self: Any, *args: Any) -> Any:
+        calls.append(1)
+        return in_process(self, *args)
+
+    monkeypatch.setattr(verify_module.Verifier, "tokenizer_checks", counted)
+    assert vocabsurgeon.append(llama_dir, tmp_path / "out", tokens=["zqxjvv"]).verified
+    assert calls == [1]
+    assert in_child.processes[0].returncode == 3
+
+
+def test_a_hanging_child_is_stopped(
+    in_child: _Spawned, llama_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    verify_module = importlib.import_module("vocabsurgeon.verification")
+    monkeypatch.setattr(verify_module, "_CHILD_PROGRAM", "import time; time.sleep(60)")
+    monkeypatch.setattr(verify_module, "CHILD_TIMEOUT_S", 0.5)
+    start = time.perf_counter()
+    assert vocabsurgeon.append(llama_dir, tmp_path / "out", tokens=["zqxjvv"]).verified
+    assert time.perf_counter() - start < 30
+    assert in_child.processes[0].poll() is not None  # killed and reaped
+
+
+def test_a_failing_surgery_stops_its_child(
+    in_child: _Spawned, llama_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+
+    verify_module = importlib.import_module("vocabsurgeon.verification")
+    monkeypatch.setattr(verify_module, "_CHILD_PROGRAM", "import time; time.sleep(60)")
+    apply_module = importlib.import_module("vocabsurgeon.apply")
+
+    def broken(self: Any) -> Any:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(apply_module._WeightWriter, "run", broken)
+    with pytest.raises(OSError, match="No space left"):
+        vocabsurgeon.append(llama_dir, tmp_path / "outs" / "out", tokens=["zqxjvv"])
+    assert in_child.processes[0].poll() is not None
+    assert [p.name for p in (tmp_path / "outs").iterdir()] == []
 
 
 def test_the_child_check_reports_a_wrong_encoding(llama_dir: Path) -> None:

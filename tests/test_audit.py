@@ -12,7 +12,7 @@ import torch
 from click.testing import CliRunner, Result
 from safetensors.torch import load_file, save_file
 
-from vocabsurgeon.audit import AuditReport, Finding, audit
+from vocabsurgeon.auditing import AuditReport, Finding, audit
 from vocabsurgeon.cli import main
 from vocabsurgeon.inventory import read_inventory
 
@@ -303,7 +303,7 @@ def test_strict_makes_warnings_fail(bert_dir: Path) -> None:
 def test_directory_without_tokenizer_is_an_audit_error(bert_dir: Path) -> None:
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
         (bert_dir / name).unlink()
-    from vocabsurgeon.audit import audit
+    from vocabsurgeon.auditing import audit
     from vocabsurgeon.inventory import read_inventory
 
     report = audit(read_inventory(bert_dir))  # the library reports it as a finding

@@ -214,7 +214,7 @@ def test_a_surgery_imports_transformers_only_for_the_full_check(
     """The default check costs no torch or transformers import (seconds); --verify full is the one that reloads."""
     modules, completed = imported_modules("append", bert_dir, "--out", tmp_path / "out", "--token", "zqa", *verify)
     assert completed.returncode == 0, completed.stderr[-2000:]
-    assert "vocabsurgeon.verify" in modules
+    assert "vocabsurgeon.verification" in modules
     heavy = torch_modules(modules) + [name for name in modules if name.split(".")[0] == "transformers"]
     assert bool(heavy) == bool(verify)
 

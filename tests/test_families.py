@@ -12,7 +12,7 @@ from checkpoints import GPT2_EOS, CheckpointCache, build_gpt2_slow, write_tiktok
 from click.testing import CliRunner, Result
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from vocabsurgeon.audit import audit
+from vocabsurgeon.auditing import audit
 from vocabsurgeon.backend import load_backend
 from vocabsurgeon.cli import main
 from vocabsurgeon.families import FAMILIES, Family, TokenizerFiles, family_named

@@ -4,6 +4,7 @@ line naming the field, writing nothing."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -129,6 +130,32 @@ def _set(key: str, value: Any) -> Callable[[dict[str, Any]], None]:
     return edit
 
 
+def _edit_both(key: str, value: Any, other: str, other_value: Any) -> Callable[[dict[str, Any]], None]:
+    """Edit a placement's ``key``; ``other_value`` None: recompute ``other`` (its pieces) as the planner would."""
+
+    def edit(document: dict[str, Any]) -> None:
+        document["placements"][0][key] = value
+        if other_value is None:
+            fresh = vocabsurgeon.plan_surgery(document["source"], "remap", tokens=[value])
+            document["placements"][0][other] = list(fresh.placements[0].pieces)
+
+    return edit
+
+
+def _edit_tensor(key: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    def edit(document: dict[str, Any]) -> None:
+        document["tensors"][0][key] = value
+
+    return edit
+
+
+def _weight_file_action(action: str) -> Callable[[dict[str, Any]], None]:
+    def edit(document: dict[str, Any]) -> None:
+        next(f for f in document["files"] if f["path"] == "model.safetensors")["action"] = action
+
+    return edit
+
+
 def _duplicate_id(document: dict[str, Any]) -> None:
     document["placements"][1]["id"] = document["placements"][0]["id"]
 
@@ -159,7 +186,7 @@ HAND_EDITS: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
     ),
     "id of a real token": (
         _edit_placement("id", 1500),
-        "field placements[0].replaces is '[unused0]' but the source has",
+        "field placements[0].id is 1500, the id of 'spring', not a free",
     ),
     "fingerprints empty": (_set("fingerprints", {}), "field fingerprints must be a non-empty object"),
     "fingerprints missing": (_set("fingerprints", ...), "field fingerprints is missing"),
@@ -173,11 +200,37 @@ HAND_EDITS: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
     ),
     "plan version": (_set("vocabsurgeon_plan", 1), "not a vocabsurgeon plan of version 2 (1 vocabsurgeon_plan)"),
     "tensor init unknown": (_bogus_tensor_init, "field tensors[0].rows names an unknown initialization 'bogus'"),
-    "tensor dropped": (_drop_tensor, "field tensors does not match what the placements change in the source"),
+    "tensor dropped": (_drop_tensor, "field tensors is not what its placements decide for the source"),
     "tensor rows edited": (_tensor_rows, "field tensors[0].rows leaves new rows of 7..1999 without an initialization"),
-    "content edited": (
-        _edit_placement("content", "covidx"),
-        "would not be written as the plan records; the plan was edited or made by another version",
+    "content edited": (_edit_placement("content", "covidx"), "field placements[0].pieces are not the pieces"),
+    "content and pieces edited": (
+        _edit_both("content", "covidx", "pieces", None),
+        "field files is not what its placements decide for the source",  # the tokenizer files' recorded sha256
+    ),
+    "pieces changed": (_edit_placement("pieces", [5, 5]), "field placements[0].pieces are not the pieces"),
+    "exclude_from_mean emptied": (_set("exclude_from_mean", []), "field exclude_from_mean is not what its placements"),
+    "exclude_from_mean out of range": (_set("exclude_from_mean", [10**12]), "field exclude_from_mean is not what"),
+    "init_std changed": (_set("init_std", 5.0), "field init_std is not what its placements decide"),
+    "init_std not finite": (_set("init_std", float("nan")), "field init_std must be a positive finite number"),
+    "init_std negative": (_set("init_std", -1), "field init_std must be a positive finite number, not -1"),
+    "seed negative": (_set("seed", -7), "field seed must be at least 0, not -7"),
+    "axis as a string": (_edit_tensor("axis", "0"), "field tensors[0].axis must be one of 0, 1, not '0'"),
+    "axis as a float": (_edit_tensor("axis", 0.0), "field tensors[0].axis must be one of 0, 1, not 0.0"),
+    "axis as a boolean": (_edit_tensor("axis", True), "field tensors[0].axis must be one of 0, 1, not True"),
+    "tensor file changed": (_edit_tensor("file", "other.safetensors"), "field tensors is not what its placements"),
+    "weights_format changed": (_set("weights_format", "pytorch"), "field files is not what its placements decide"),
+    "a file added": (
+        lambda d: d["files"].append({"path": "evil.bin", "action": "create"}),
+        "field files is not what its placements decide",
+    ),
+    "a weight file's action changed": (_weight_file_action("copy"), "field files is not what its placements"),
+    "slot changed": (_edit_placement("slot", "padding"), "field placements[0].slot is 'padding' but id 1 is"),
+    "operation changed": (_set("operation", "append"), "field operation is 'append' but placements[0] takes"),
+    "pad_init keep": (_set("pad_init", "keep"), "field pad_init must be one of mean, zeros, normal, not 'keep'"),
+    "plan version field": (_set("version", 99), "field version must be one of 2, not 99"),
+    "fingerprint not hex": (
+        lambda d: d["fingerprints"].update({"vocab.txt": "sha256:" + "z" * 64}),
+        "field fingerprints['vocab.txt'] must be 'sha256:' and 64 hex digits",
     ),
     "pieces as strings": (_edit_placement("pieces", ["3"]), "field placements[0].pieces[0] must be a non-negative"),
 }
@@ -293,7 +346,6 @@ def test_a_failing_surgery_cancels_the_weight_copy(
 ) -> None:
     """When apply fails beside the copy (here: writing the tokenizer files), the weights thread stops at its next
     range instead of copying everything before the error is reported, and nothing is left behind."""
-    import sys
     import time
 
     from vocabsurgeon.formats import safetensors_stream
@@ -309,7 +361,7 @@ def test_a_failing_surgery_cancels_the_weight_copy(
         copy_range(*args, **kwargs)
 
     monkeypatch.setattr(safetensors_stream, "copy_range", slow)
-    apply_module = sys.modules["vocabsurgeon.apply"]
+    apply_module = importlib.import_module("vocabsurgeon.apply")
 
     def broken(*args: Any, **kwargs: Any) -> None:
         time.sleep(0.05)
@@ -326,3 +378,16 @@ def test_a_failing_surgery_cancels_the_weight_copy(
         vocabsurgeon.apply_plan(plan, outs / "out", source=inventory)
     assert len(calls) < total // 4
     assert os.listdir(outs) == []
+
+
+def test_a_plan_applied_to_another_checkpoint_is_checked_against_it(tmp_path: Path) -> None:
+    """The library's apply_plan with another source runs the same check as a loaded plan: a plan whose every
+    decision holds there (same ids, rows and pieces) applies; one made for another vocabulary layout does not."""
+    from checkpoints import build_bert, wordpiece_vocab
+
+    start, end = build_bert(tmp_path / "start"), build_bert(tmp_path / "end", vocab=wordpiece_vocab("end"))
+    plan = vocabsurgeon.plan_surgery(start, "remap", tokens=["covid"])
+    with pytest.raises(PlanError, match=r"field placements\[0\]\.id is 1, the id of"):
+        vocabsurgeon.apply_plan(plan, tmp_path / "out", source=end)
+    assert not (tmp_path / "out").exists()
+    assert vocabsurgeon.apply_plan(plan, tmp_path / "out", source=vocabsurgeon.read_inventory(start)).verified

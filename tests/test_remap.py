@@ -30,10 +30,10 @@ import vocabsurgeon
 import vocabsurgeon.apply as apply_module
 from vocabsurgeon.cli import main
 from vocabsurgeon.formats import safetensors_stream
+from vocabsurgeon.free_slots import find_slots, is_placeholder
 from vocabsurgeon.inventory import read_inventory
 from vocabsurgeon.planner import TokenRequest
-from vocabsurgeon.slots import find_slots, is_placeholder
-from vocabsurgeon.verify import Check, Verifier
+from vocabsurgeon.verification import Check, Verifier
 
 NEW_TOKENS = ("COVID", "hospitalization", "COVID-19")
 SPECIAL = "[special1]"

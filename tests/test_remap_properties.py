@@ -20,9 +20,9 @@ from vocabsurgeon import apply_plan, plan_surgery
 from vocabsurgeon.backend import load_backend
 from vocabsurgeon.formats.json_file import JsonStyle, dump_json, parse_json, parse_style
 from vocabsurgeon.formats.vocab_txt import dump_vocab_txt, parse_vocab_txt, read_vocab_txt
+from vocabsurgeon.free_slots import is_placeholder
 from vocabsurgeon.inventory import Inventory, read_inventory
-from vocabsurgeon.slots import is_placeholder
-from vocabsurgeon.verify import verify_checkpoint
+from vocabsurgeon.verification import verify_checkpoint
 
 # Every word is a whole entry of the fixture vocabulary and no letter touches punctuation, so no new token can
 # change how it is split.

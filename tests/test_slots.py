@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from vocabsurgeon.cli import main
 from vocabsurgeon.errors import CheckpointFormatError
+from vocabsurgeon.free_slots import PLACEHOLDER_PATTERNS, Slot, SlotReport, compress_ranges, find_slots, is_placeholder
 from vocabsurgeon.inventory import read_inventory
-from vocabsurgeon.slots import PLACEHOLDER_PATTERNS, Slot, SlotReport, compress_ranges, find_slots, is_placeholder
 
 
 def run(*args: str | Path) -> Result:

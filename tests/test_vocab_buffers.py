@@ -29,7 +29,7 @@ from vocabsurgeon.convert import apply_edit
 from vocabsurgeon.formats import safetensors_stream, torch_bin
 from vocabsurgeon.formats.weights import TensorEdit, TensorSpec, grown_shape, rows_shape
 from vocabsurgeon.inventory import read_inventory
-from vocabsurgeon.verify import verify_checkpoint
+from vocabsurgeon.verification import verify_checkpoint
 from vocabsurgeon.vocab_tensors import find_vocab_biases, find_vocab_tensors
 
 BIAS = "final_logits_bias"

@@ -3,8 +3,8 @@
 The library API (:mod:`vocabsurgeon.api`) is the code path of the CLI: ``remap``, ``append``, ``resize``,
 ``slots``, ``audit``, ``verify``, and ``plan_surgery`` / ``apply_plan`` / ``load_plan`` / ``save_plan`` for a plan
 reviewed before it is applied. The names are imported on first use, so ``import vocabsurgeon`` (and a child process
-of a surgery) costs almost nothing. ``vocabsurgeon.verify``, ``.audit`` and ``.slots`` are these functions; their
-modules are ``vocabsurgeon.verify`` etc. for ``from ... import``.
+of a surgery) costs almost nothing. No module is named like a function (``verify`` lives in ``verification``,
+``audit`` in ``auditing``, ``slots`` in ``free_slots``), so importing a module never hides a function.
 """
 
 from __future__ import annotations
@@ -28,14 +28,14 @@ _EXPORTS = {
     "token_requests": "api",
     "verify": "api",
     "Result": "apply",
-    "AuditReport": "audit",
+    "AuditReport": "auditing",
     "VocabSurgeonError": "errors",
     "Inventory": "inventory",
     "read_inventory": "inventory",
     "Plan": "plan",
     "save_plan": "plan",
     "TokenRequest": "planner",
-    "SlotReport": "slots",
+    "SlotReport": "free_slots",
     "Check": "checks",
 }
 
@@ -70,10 +70,9 @@ def __getattr__(name: str) -> Any:
     if module is None:
         raise AttributeError(f"module 'vocabsurgeon' has no attribute {name!r}")
     imported = importlib.import_module(f".{module}", __name__)
-    # every name of that module at once: importing it imported the submodules verify, audit and slots, which set
-    # those attributes of this package to modules; the functions named like them win
-    globals().update({n: getattr(imported, n) for n, m in _EXPORTS.items() if m == module})
-    return globals()[name]
+    value = getattr(imported, name)
+    globals()[name] = value
+    return value
 
 
 if TYPE_CHECKING:
@@ -91,10 +90,10 @@ if TYPE_CHECKING:
         verify,
     )
     from .apply import Result
-    from .audit import AuditReport
+    from .auditing import AuditReport
     from .checks import Check
     from .errors import VocabSurgeonError
+    from .free_slots import SlotReport
     from .inventory import Inventory, read_inventory
     from .plan import Plan, save_plan
     from .planner import TokenRequest
-    from .slots import SlotReport

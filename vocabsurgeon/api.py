@@ -19,17 +19,17 @@ from pathlib import Path
 from typing import Any
 
 from .apply import Result, execute_plan
-from .audit import AuditReport
-from .audit import audit as _audit
+from .auditing import AuditReport
+from .auditing import audit as _audit
 from .errors import CheckpointNotFoundError, TokenRequestError
 from .fingerprints import fingerprint_files
+from .free_slots import SlotReport, find_slots
 from .inits import Init
 from .inventory import Inventory, read_inventory, require_tokenizer
 from .plan import Operation, Plan, WeightsFormat
 from .plan import load_plan as load_plan
 from .planner import Options, TokenRequest, parse_tokens_file, plan_resize, plan_tokens
-from .slots import SlotReport, find_slots
-from .verify import Check, Level, Verifier, verify_checkpoint
+from .verification import Check, Level, Verifier, verify_checkpoint
 
 Model = str | os.PathLike[str] | Inventory
 Tokens = Iterable[str | TokenRequest]
@@ -202,7 +202,7 @@ def audit(model: Model) -> AuditReport:
 
 
 def verify(out: Model, against: Model | None = None, *, level: Level = "full", slow: bool = True) -> list[Check]:
-    """Every check of ``out`` (against its source ``against``), passed or not; see :mod:`vocabsurgeon.verify`."""
+    """Every check of ``out`` (against its source ``against``), passed or not; see :mod:`vocabsurgeon.verification`."""
     source = _inventory(against) if against is not None else None
     return verify_checkpoint(_inventory(out), source, slow=slow, level=level)
 

@@ -14,29 +14,27 @@ afterwards, when the source rows they average are in the page cache, and written
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import os
 import secrets
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .errors import OutputExistsError, PlanError, SourceChangedError
+from .errors import OutputExistsError, SourceChangedError
 from .fingerprints import fingerprint_files
 from .formats.json_file import JsonStyle, dump_json
 from .formats.weights import Progress, TensorEdit
 from .inventory import MANIFEST, Inventory, WeightSet, known_documents, read_inventory, with_weights
 from .plan import Plan
 from .planner import check_plan_fits
-from .render import render_config, render_index, render_tokenizer_documents
 from .rows import compute_edit, placeholder_edit
-from .verify import Check, Level, Verifier, raise_on_failures
+from .verification import Check, Level, PendingChecks, Verifier, raise_on_failures
 
 #: weight files written at once (each in several copy streams: see formats.safetensors_stream.COPY_STREAMS)
 PARALLEL_FILES = 2
@@ -76,8 +74,6 @@ def execute_plan(
     source file is hashed first, and the files the plan rewrites must render to the content it records."""
     target = Path(out).expanduser().absolute()
     _check_output(inventory, target, force)
-    if not plan.rendered:  # a plan loaded from a file: it must fit this source
-        check_plan_fits(inventory, plan)
     fingerprints = None
     if plan.fingerprints:
         fingerprints = fingerprint_files(inventory)
@@ -92,7 +88,9 @@ def execute_plan(
                 path=inventory.root,
                 hint="make a new plan",
             )
-    rendered, documents = _rendered_files(inventory, plan)
+    if plan.origin is not inventory:  # a plan loaded from a file, or made from another read of a source
+        plan = check_plan_fits(inventory, plan)
+    rendered, documents = plan.rendered, plan.documents
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = _make_staging(target)
     try:
@@ -106,30 +104,6 @@ def execute_plan(
         raise
     verification = verify.level if verify is not None else None
     return Result(target, plan, tuple(written), tuple(copied), verification)
-
-
-def _rendered_files(inventory: Inventory, plan: Plan) -> tuple[dict[str, bytes], dict[str, Any]]:
-    """The tokenizer, config and index files the plan rewrites (and the JSON tokenizer files as values): as
-    rendered by the planner, or (a loaded plan) rendered again and checked against the content the plan records."""
-    if plan.rendered:
-        return plan.rendered, plan.documents
-    rendered, documents = render_tokenizer_documents(inventory, plan.family, plan.placements)
-    rendered.update(render_config(inventory, plan.config))
-    for weights in inventory.weights:
-        if weights.index is not None and (plan.weights_format in (None, weights.format)):
-            index = render_index(inventory, weights, plan.tensors)
-            if index is not None:
-                rendered[weights.index] = index
-    planned = {f.path: f.sha256 for f in plan.files if f.action in ("rewrite", "create") and f.sha256}
-    actual = {name: hashlib.sha256(data).hexdigest() for name, data in rendered.items()}
-    if planned != actual:
-        name = sorted(set(planned) ^ set(actual) | {n for n in planned if planned[n] != actual.get(n)})[0]
-        raise PlanError(
-            f"field files: {name} would not be written as the plan records; the plan was edited or made by another"
-            " version",
-            hint="make a new plan",
-        )
-    return rendered, documents
 
 
 def _make_staging(target: Path) -> Path:
@@ -190,11 +164,11 @@ def _build(
         weights_done = pool.submit(writer.run)
         # the manifest records a content hash of every source file; hashing releases the GIL, so it runs beside
         # the copy (whose reads it shares through the page cache)
-        hashed = pool.submit(fingerprint_files, inventory) if fingerprints is None else None
+        hashed = pool.submit(fingerprint_files, inventory, writer.cancel) if fingerprints is None else None
+        in_child: PendingChecks | None = None
         try:
             written, copied = _write_other_files(inventory, plan, rendered, staging)
             output = None
-            in_child: Callable[[], list[Check]] | None = None
             tokens = manifest_tokens(inventory, plan)
             if verify is not None:
                 known = _written_documents(inventory, rendered, documents)
@@ -205,8 +179,8 @@ def _build(
                     writer.copying.wait(timeout=COPY_START_TIMEOUT_S)
                     checks += verify.tokenizer_checks(output, inventory, tokens)
             written_weights = weights_done.result()
-            if verify is not None and in_child is not None:
-                checks += in_child()
+            if in_child is not None:
+                checks += in_child.result()
             recorded = hashed.result() if hashed is not None else fingerprints or {}
             manifest = build_manifest(inventory, plan, recorded, extra_manifest or {})
             (staging / MANIFEST).write_text(dump_json(manifest, JsonStyle(indent=2)), encoding="utf-8")
@@ -214,6 +188,8 @@ def _build(
                 (written.append(relative) if changed else copied.append(relative))
         except BaseException:
             writer.cancel.set()  # failing (or interrupted): stop the copy at its next range instead of finishing it
+            if in_child is not None:
+                in_child.cancel()
             raise
     if verify is not None and output is not None:
         checks += verify.weight_checks(with_weights(output), inventory, tokens)
@@ -337,9 +313,7 @@ class _WeightWriter:
                 if own := mine(relative, filled):
                     handler.write_rows(staging / relative, own)
         if weights.index is not None:
-            index = self.plan.rendered.get(weights.index) if self.plan.rendered else None
-            if index is None:
-                index = render_index(inventory, weights, plan.tensors)
+            index = plan.rendered.get(weights.index)  # rendered by the planner where a tensor op changes it
             if index is None:
                 _copy(inventory.path(weights.index), staging / weights.index)
             else:

@@ -22,7 +22,7 @@ from .inits import INITS
 from .plan import hash_document
 
 if TYPE_CHECKING:
-    from .verify import Level
+    from .verification import Level
 
 Status = Literal["ok", "skipped", "failed", "planned"]
 
@@ -198,7 +198,7 @@ def run_one(model: str, output: str, recipe: Recipe, dry_run: bool, verify: Leve
 
 def _run_one(model: Path, output: Path, recipe: Recipe, dry_run: bool, verify: Level | None, start: float) -> Outcome:
     from .api import apply_plan, plan_surgery
-    from .audit import audit
+    from .auditing import audit
     from .fingerprints import fingerprint_files
     from .inventory import MANIFEST, read_inventory
 

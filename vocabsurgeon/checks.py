@@ -2,8 +2,9 @@
 than ``tokenizers``: so a surgery can run them in a child process (``python -m vocabsurgeon.checks``) that starts in
 milliseconds while the weights are copied (see ``Verifier.start_tokenizer_checks``).
 
-The child reads ``{"tokenizer_json", "tokens", "expected"}`` as JSON on stdin and prints the checks as a JSON list;
-a plain subprocess, not multiprocessing, so nothing of the caller's main module is imported again.
+The child reads ``{"tokenizer_json", "tokens", "expected"}`` as JSON on stdin and prints the checks as a JSON list
+(see ``verify.ChildCheck``); a plain subprocess, not multiprocessing, so nothing of the caller's main module is
+imported again.
 """
 
 from __future__ import annotations
@@ -83,10 +84,10 @@ def check_encodings(label: str, tokenizer: Any, expected: list[tuple[str, list[i
 
 
 def main() -> None:
+    from tokenizers import Tokenizer  # a failed import is the child's failure (exit 1), not a finding
+
     request = json.load(sys.stdin)
     try:
-        from tokenizers import Tokenizer
-
         tokenizer: Any = LibraryTokenizer(Tokenizer.from_file(request["tokenizer_json"]))
     except Exception as error:  # report, don't crash: a tokenizer that does not load is the finding
         tokenizer = error

@@ -8,6 +8,7 @@ releases the GIL, so a surgery hashes beside its weight copy.
 from __future__ import annotations
 
 import hashlib
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,20 +18,27 @@ CHUNK_BYTES = 16 << 20
 PARALLEL_FILES = 2
 
 
-def fingerprint(path: Path) -> str:
+class Cancelled(Exception):
+    """Hashing stopped early on request (the surgery it was for is failing)."""
+
+
+def fingerprint(path: Path, cancel: threading.Event | None = None) -> str:
     """``sha256:`` and the hex digest of the file's bytes (a symlink is followed: a cache snapshot is hashed by
-    content, not trusted by its blob name)."""
+    content, not trusted by its blob name). Once ``cancel`` is set, raises Cancelled at the next chunk."""
     digest = hashlib.sha256()
     buffer = bytearray(CHUNK_BYTES)
     view = memoryview(buffer)
     with open(path, "rb", buffering=0) as handle:
         while count := handle.readinto(view):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled(f"hashing {path} was cancelled")
             digest.update(view[:count])
     return f"sha256:{digest.hexdigest()}"
 
 
-def fingerprint_files(inventory: Inventory) -> dict[str, str]:
+def fingerprint_files(inventory: Inventory, cancel: threading.Event | None = None) -> dict[str, str]:
     """The fingerprint of every file of the checkpoint but its manifest, by relative path."""
     names = [name for name in inventory.files if name != MANIFEST]
     with ThreadPoolExecutor(max_workers=PARALLEL_FILES, thread_name_prefix="vocabsurgeon-hash") as pool:
-        return dict(zip(names, pool.map(lambda name: fingerprint(inventory.path(name)), names), strict=True))
+        hashes = pool.map(lambda name: fingerprint(inventory.path(name), cancel), names)
+        return dict(zip(names, hashes, strict=True))

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 from .errors import CheckpointFormatError, CheckpointNotFoundError, OutputExistsError, PlanError
-from .inits import INITS, Init
+from .inits import INITIALIZATIONS, INITS, Init
 
 Mode = Literal["vocab", "added", "special"]
 Operation = Literal["remap", "append", "auto", "resize"]
@@ -121,6 +123,8 @@ class Plan:
     rendered: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
     #: the rendered JSON tokenizer files as values (what parsing their bytes gives); never serialized
     documents: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    #: the Inventory the plan was made from (apply checks any other source against the plan); never serialized
+    origin: Any = field(default=None, compare=False, repr=False)
 
     @property
     def grows(self) -> bool:
@@ -136,7 +140,7 @@ class Plan:
 
     def to_json(self) -> dict[str, Any]:
         document = asdict(self)
-        del document["rendered"], document["documents"]
+        del document["rendered"], document["documents"], document["origin"]
         document["placements"] = [asdict(p) for p in self.placements]
         document["skipped"] = [asdict(s) for s in self.skipped]
         document["tensors"] = [{**asdict(t), "rows": {r.init: list(r.ids) for r in t.rows}} for t in self.tensors]
@@ -214,18 +218,22 @@ class _Fields:
             raise self.fail(key, f"must be at least {minimum}, not {value}")
         return value
 
-    def number(self, key: str, default: float) -> float:
+    def positive(self, key: str, default: float) -> float:
         value = self.get(key, default)
         if type(value) not in (int, float):
             raise self.fail(key, f"must be a number, not {_kind(value)}")
+        if not math.isfinite(value) or value <= 0:
+            raise self.fail(key, f"must be a positive finite number, not {value!r}")
         return float(value)
 
-    def choice(self, key: str, choices: tuple[str, ...], *, optional: bool = False, default: Any = ...) -> Any:
+    def choice(self, key: str, choices: tuple[str | int, ...], *, optional: bool = False, default: Any = ...) -> Any:
         value = self.get(key, None if optional and default is ... else default)
         if value is None and optional:
             return None
-        if value not in choices:
-            raise self.fail(key, f"must be one of {', '.join(choices)}, not {value!r}")
+        # exact types: 0.0 and True equal 0 and 1 but are not an axis
+        if not any(type(value) is type(choice) and value == choice for choice in choices):
+            listed = ", ".join(str(choice) for choice in choices)
+            raise self.fail(key, f"must be one of {listed}, not {value!r}")
         return value
 
     def items(self, key: str, *, default: Any = ...) -> list[Any]:
@@ -259,7 +267,7 @@ def parse_plan(document: dict[str, Any], *, path: Path | None = None) -> Plan:
     if not isinstance(fingerprints, dict) or not fingerprints:
         raise top.fail("fingerprints", "must be a non-empty object of source files and their sha256")
     for name, value in fingerprints.items():
-        if not isinstance(value, str) or not value.startswith("sha256:") or len(value) != 71:
+        if not isinstance(value, str) or not re.fullmatch(r"sha256:[0-9a-f]{64}", value):
             raise top.fail(f"fingerprints[{name!r}]", "must be 'sha256:' and 64 hex digits")
     rows_before = top.integer("rows_before", optional=True)
     rows_after = top.integer("rows_after", optional=True)
@@ -358,15 +366,15 @@ def parse_plan(document: dict[str, Any], *, path: Path | None = None) -> Plan:
         rows_after=rows_after,
         tokenizer_size_before=top.integer("tokenizer_size_before"),
         tokenizer_size_after=top.integer("tokenizer_size_after"),
-        pad_init=top.choice("pad_init", INITS),
+        pad_init=top.choice("pad_init", tuple(i for i in INITS if INITIALIZATIONS[i].for_padding)),
         exclude_from_mean=top.ids("exclude_from_mean", default=[]),
         config=config,
         weights_format=top.choice("weights_format", get_args(WeightsFormat), optional=True),
         tensors=tuple(tensors),
         files=tuple(files),
-        init_std=top.number("init_std", 0.02),
-        seed=top.integer("seed", default=0, minimum=None),
-        version=top.integer("version", default=PLAN_VERSION),
+        init_std=top.positive("init_std", 0.02),
+        seed=top.integer("seed", default=0),
+        version=top.choice("version", (PLAN_VERSION,), default=PLAN_VERSION),
     )
 
 

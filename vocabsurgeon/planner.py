@@ -3,6 +3,7 @@ of a surgery is made here (apply only carries the plan out)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import unicodedata
 from collections.abc import Sequence
@@ -19,11 +20,11 @@ from .errors import (
 )
 from .families import family_named
 from .formats import WEIGHT_FORMATS
+from .free_slots import Slot, embedding_rows, find_slots, placeholder_ids
 from .inits import Init
 from .inventory import MANIFEST, Inventory, WeightSet, require_tokenizer, taken_ids
 from .plan import FileOp, Mode, Operation, Placement, Plan, RowInit, Skip, SlotSource, TensorOp, WeightsFormat
 from .render import render_config, render_index, render_tokenizer_documents
-from .slots import Slot, embedding_rows, find_slots, placeholder_ids
 from .vocab_tensors import (
     VocabTable,
     config_vocab_size,
@@ -138,14 +139,23 @@ def plan_tokens(
         init = _init_for(request, options.init, slot)
         pieces: tuple[int, ...] = ()
         if init == "subword-mean":
-            pieces = tuple(backend.encode(_piece_text(content, backend)))
-            if not pieces or all(id_to_token.get(p) == unk for p in pieces):
-                init, pieces = "mean", ()  # nothing known to average: the neutral choice
+            init, pieces = _subword_pieces(content, backend, id_to_token, unk)
         placements.append(Placement(request.text, content, token_id, mode, slot, replaces, init, pieces))
 
     top = max([p.id for p in placements], default=-1) + 1
     rows_after = _round_up(max(capacity or 0, top), options.pad_to_multiple_of) if capacity is not None else None
     return _finish_plan(inventory, operation, placements, skipped, capacity, rows_after, options)
+
+
+def _subword_pieces(
+    content: str, backend: Backend, id_to_token: dict[int, str], unk: str | None
+) -> tuple[Init, tuple[int, ...]]:
+    """The pieces a subword-mean row averages: the ids the source splits the token into; ``mean`` instead where it
+    knows none of them (the neutral choice)."""
+    pieces = tuple(backend.encode(_piece_text(content, backend)))
+    if not pieces or all(id_to_token.get(p) == unk for p in pieces):
+        return "mean", ()
+    return "subword-mean", pieces
 
 
 def plan_resize(inventory: Inventory, to: int | None = None, options: Options = Options()) -> Plan:
@@ -224,6 +234,7 @@ def _finish_plan(
         seed=options.seed,
         rendered=rendered,
         documents=documents,
+        origin=inventory,
     )
 
 
@@ -455,11 +466,14 @@ def _round_up(value: int, multiple: int | None) -> int:
     return math.ceil(value / multiple) * multiple
 
 
-def check_plan_fits(inventory: Inventory, plan: Plan) -> None:
-    """Refuse (PlanError, naming the field) a plan, typically loaded from a file, that does not fit ``inventory``:
-    another tokenizer family or row count, a placement on an id that is neither a free slot nor new, a ``replaces``
-    that is not the source's token at that id, pieces outside the rows, tensor operations other than those its
-    placements imply. Fingerprints are checked by apply, against every byte."""
+def check_plan_fits(inventory: Inventory, plan: Plan) -> Plan:
+    """Refuse (PlanError, naming the field) a plan, typically loaded from a file, that is not exactly what the
+    planner decides for its placements on ``inventory``: another tokenizer family or row count, a placement on an id
+    that is neither a free slot nor new, a ``slot`` or ``replaces`` that is not the source's, pieces that are not
+    the token's, and any derived field (rows written, their init, files, config keys, the rows a mean averages, the
+    standard deviation of normal rows ...) that differs. Fingerprints are checked by apply, against every byte.
+
+    Returns the planner's own plan, equal to ``plan`` (with its rendered files, so apply renders nothing again)."""
     vocabulary = require_tokenizer(inventory)
 
     def fail(field: str, problem: str) -> PlanError:
@@ -468,31 +482,44 @@ def check_plan_fits(inventory: Inventory, plan: Plan) -> None:
     if plan.family != vocabulary.family:
         raise fail("family", f"is {plan.family!r} but the source's tokenizer is {vocabulary.family!r}")
     rows = embedding_rows(inventory)
+    if rows is None:
+        rows = config_vocab_size(inventory.config)
     if plan.rows_before != rows:
-        raise fail("rows_before", f"is {plan.rows_before} but the source has {rows} embedding rows")
+        raise fail("rows_before", f"is {plan.rows_before} but the source has {rows} rows")
     id_to_token = vocabulary.id_to_token
-    free = {slot.id for slot in find_slots(inventory).slots}
+    unk = vocabulary.special_tokens.get("unk_token")
+    free = {slot.id: slot.kind for slot in find_slots(inventory).slots}
+    backend = load_backend(inventory) if any(p.init == "subword-mean" for p in plan.placements) else None
     for index, placement in enumerate(plan.placements):
         where = f"placements[{index}]"
-        if placement.slot == "placeholder" and id_to_token.get(placement.id) != placement.replaces:
-            actual = id_to_token.get(placement.id)
-            raise fail(
-                f"{where}.replaces", f"is {placement.replaces!r} but the source has {actual!r} at id {placement.id}"
-            )
-        if placement.id not in free and placement.id <= vocabulary.max_id:
+        kind = free.get(placement.id) or ("new" if placement.id > vocabulary.max_id else None)
+        if kind is None:
             raise fail(
                 f"{where}.id", f"is {placement.id}, the id of {id_to_token.get(placement.id)!r}, not a free slot"
             )
-        if rows is not None and any(piece >= rows for piece in placement.pieces):
-            raise fail(f"{where}.pieces", f"has an id outside the source's {rows} rows")
-    expected = tuple(
-        op
-        for weights in inventory.weights
-        for op in plan_tensor_ops(inventory, weights, plan.placements, plan.rows_before, plan.rows_after, plan.pad_init)
+        if placement.slot != kind:
+            raise fail(f"{where}.slot", f"is {placement.slot!r} but id {placement.id} is {kind!r} in the source")
+        replaces = id_to_token.get(placement.id) if kind == "placeholder" else None
+        if placement.replaces != replaces:
+            raise fail(
+                f"{where}.replaces", f"is {placement.replaces!r} but the source has {replaces!r} at id {placement.id}"
+            )
+        decided = _subword_pieces(placement.content, backend, id_to_token, unk) if backend is not None else None
+        if placement.init == "subword-mean" and decided != ("subword-mean", placement.pieces):
+            raise fail(f"{where}.pieces", "are not the pieces the source splits the token into")
+    for index, placement in enumerate(plan.placements):
+        takes = f"placements[{index}] takes {placement.slot} slot {placement.id}"
+        if (plan.operation == "remap" and placement.slot == "new") or (
+            plan.operation == "append" and placement.slot == "placeholder"
+        ):
+            raise fail("operation", f"is {plan.operation!r} but {takes}")
+    if plan.operation == "resize" and plan.placements:
+        raise fail("operation", "is 'resize' but the plan places tokens")
+    options = Options(init=plan.pad_init, weights_format=plan.weights_format, seed=plan.seed)
+    expected = _finish_plan(
+        inventory, plan.operation, list(plan.placements), list(plan.skipped), plan.rows_before, plan.rows_after, options
     )
-    if expected != plan.tensors:
-        names = {op.name for op in expected} ^ {op.name for op in plan.tensors}
-        first = (
-            sorted(names)[0] if names else next(a.name for a, b in zip(expected, plan.tensors, strict=False) if a != b)
-        )
-        raise fail("tensors", f"does not match what the placements change in the source (first: {first})")
+    for field in dataclasses.fields(Plan):
+        if field.compare and field.name != "source" and getattr(expected, field.name) != getattr(plan, field.name):
+            raise fail(field.name, "is not what its placements decide for the source")
+    return dataclasses.replace(expected, source=plan.source, fingerprints=plan.fingerprints)

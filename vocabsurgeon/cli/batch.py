@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from ..batch import Outcome, expand_models, read_recipe, run_batch
-from ..verify import Level
+from ..verification import Level
 from . import main
 from .output import emit_json, json_option, table
 from .surgery import verify_options

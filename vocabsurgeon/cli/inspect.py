@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
-from ..audit import AuditReport, audit
+from ..auditing import AuditReport, audit
 from ..errors import VocabSurgeonError
+from ..free_slots import SlotReport, compress_ranges, find_slots
 from ..inventory import read_inventory, require_tokenizer
-from ..slots import SlotReport, compress_ranges, find_slots
 from . import main
 from .output import emit_json, json_option, table
 

@@ -16,7 +16,7 @@ from ..inits import init_help, inits_for
 from ..inventory import Inventory, read_inventory
 from ..plan import Operation, Plan, load_plan, save_plan
 from ..planner import TokenRequest
-from ..verify import LEVELS, verify_checkpoint
+from ..verification import LEVELS, verify_checkpoint
 from . import main
 from .output import emit_json, json_option, table
 

@@ -16,13 +16,15 @@ compares every byte of the weights.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import subprocess
 import sys
 import threading
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -33,8 +35,8 @@ from .backend import Backend, load_backend
 from .checks import CONTINUING_PREFIX, LibraryTokenizer, check_tokenizer, is_continuation
 from .checks import Check as Check
 from .errors import VerificationError
+from .free_slots import is_placeholder
 from .inventory import Inventory, WeightSet, read_inventory, require_tokenizer
-from .slots import is_placeholder
 from .vocab_tensors import config_vocab_size, find_vocab_biases, find_vocab_tables, find_vocab_tensors
 
 Level = Literal["quick", "full"]
@@ -84,9 +86,9 @@ class Verifier:
 
     def start_tokenizer_checks(
         self, output: Inventory, source: Inventory, tokens: list[dict[str, Any]]
-    ) -> Callable[[], list[Check]] | None:
-        """:meth:`tokenizer_checks` of a surgery's output, begun now in a child process and finished by calling the
-        result; None when they are better run in this process.
+    ) -> PendingChecks | None:
+        """:meth:`tokenizer_checks` of a surgery's output, begun now in a child process (see :class:`PendingChecks`);
+        None when they are better run in this process.
 
         At the quick level, a large tokenizer (a 150k-token BPE takes most of a second to load, holding the GIL,
         which stalls the weight copy) is loaded and checked in a child process, on another core, while the copy
@@ -100,30 +102,8 @@ class Verifier:
             return None
         expected = _expected_encodings(original, source, load_backend(source), tokens)
         request = {"tokenizer_json": str(output.path("tokenizer.json")), "tokens": tokens, "expected": expected}
-        try:
-            child = subprocess.Popen(
-                [sys.executable, "-m", "vocabsurgeon.checks"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                text=True,
-                encoding="utf-8",
-            )
-        except OSError:
-            return None  # no interpreter to start: check in this process
-        # the request goes in and the answer comes out in a thread: the child starts working at once
-        answer: list[str] = []
-        talk = threading.Thread(target=lambda: answer.append(child.communicate(json.dumps(request))[0]), daemon=True)
-        talk.start()
-
-        def finish() -> list[Check]:
-            talk.join()
-            if child.returncode != 0 or not answer:  # the child failed, not the tokenizer (a failed load is a
-                return self.tokenizer_checks(output, source, tokens)  # Check): redo the checks here
-            checks = [Check(**fields) for fields in json.loads(answer[0])]
-            return checks + list(_check_ids_kept(source, output, tokens))
-
-        return finish
+        child = ChildCheck.start(request)
+        return None if child is None else PendingChecks(self, output, source, tokens, child)
 
     def weight_checks(
         self, output: Inventory, source: Inventory | None, tokens: list[dict[str, Any]] | None = None
@@ -141,6 +121,85 @@ class Verifier:
 #: a tokenizer.json above this size is loaded for the quick check in a child process (see
 #: Verifier.start_tokenizer_checks); below it, starting a process costs more than loading it here
 CHECK_IN_CHILD_ABOVE_BYTES = 4 << 20
+
+
+#: how long a surgery waits for the child checking its tokenizer before checking it itself
+CHILD_TIMEOUT_S = 120.0
+#: the child's program: the parent's import path exactly (``python -c`` would put the working directory first,
+#: where a stray tokenizers.py would be imported instead of the library), then vocabsurgeon.checks
+_CHILD_PROGRAM = (
+    "import json, os, sys; sys.path[:] = json.loads(os.environ['VOCABSURGEON_CHILD_PATH']);"
+    " from vocabsurgeon.checks import main; main()"
+)
+
+
+@dataclass(frozen=True)
+class PendingChecks:
+    """Tokenizer checks under way in a child: :meth:`result` waits for them, :meth:`cancel` stops them."""
+
+    verifier: Verifier
+    output: Inventory
+    source: Inventory
+    tokens: list[dict[str, Any]]
+    child: ChildCheck
+
+    def result(self) -> list[Check]:
+        checks = self.child.result()
+        if checks is None:  # the child failed, not the tokenizer (a failed load is a Check): check here
+            return self.verifier.tokenizer_checks(self.output, self.source, self.tokens)
+        return checks + list(_check_ids_kept(self.source, self.output, self.tokens))
+
+    def cancel(self) -> None:
+        self.child.cancel()
+
+
+class ChildCheck:
+    """``python -m vocabsurgeon.checks`` run on a request, talked to in a thread so that it starts at once."""
+
+    def __init__(self, process: subprocess.Popen[str], request: dict[str, Any]) -> None:
+        self.process = process
+        self.answer: list[str] = []
+        self.talk = threading.Thread(target=self._talk, args=(json.dumps(request),), daemon=True)
+        self.talk.start()
+
+    @classmethod
+    def start(cls, request: dict[str, Any]) -> ChildCheck | None:
+        env = {**os.environ, "VOCABSURGEON_CHILD_PATH": json.dumps(sys.path)}
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-c", _CHILD_PROGRAM],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+                encoding="utf-8",
+                env=env,
+            )
+        except OSError:
+            return None  # no interpreter to start: check in this process
+        return cls(process, request)
+
+    def _talk(self, request: str) -> None:
+        with contextlib.suppress(OSError, ValueError):  # the child was killed by cancel
+            self.answer.append(self.process.communicate(request)[0])
+
+    def result(self, timeout: float | None = None) -> list[Check] | None:
+        """The child's checks; None when it failed or did not answer in time (default :data:`CHILD_TIMEOUT_S`;
+        it is then stopped)."""
+        self.talk.join(CHILD_TIMEOUT_S if timeout is None else timeout)
+        if self.talk.is_alive() or self.process.returncode != 0 or not self.answer:
+            self.cancel()
+            return None
+        try:
+            return [Check(**fields) for fields in json.loads(self.answer[0])]
+        except (ValueError, TypeError):
+            return None
+
+    def cancel(self) -> None:
+        """Stop the child (a surgery that fails does not wait for it) and reap it."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
 
 
 def manifest_tokens_of(output: Inventory) -> list[dict[str, Any]]:
@@ -181,7 +240,7 @@ def _library_tokenizer(inventory: Inventory) -> Any:
 
 def _check_audit(output: Inventory) -> Iterator[Check]:
     """Everything audit checks (vocab.txt against tokenizer.json, special tokens, config ids ...) must hold."""
-    from .audit import audit
+    from .auditing import audit
 
     errors = [f"{f.code}: {f.message}" for f in audit(output).findings if f.severity == "error"]
     yield Check("audit finds no errors", not errors, "; ".join(errors[:2]))
