@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 import vocabsurgeon
-from vocabsurgeon.slots import compress_ranges
+from vocabsurgeon.free_slots import compress_ranges
 
 TERMS = Path(__file__).with_name("biomedical_terms.txt")
 SAMPLE = (
