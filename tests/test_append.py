@@ -154,7 +154,8 @@ CASES: dict[str, Case] = {
         pad=64,
         vocab_tensors=("model.embed_tokens.weight", "lm_head.weight"),
         # byte-level BPE holds no whole words: every token is an added token, in request order
-        expected_ids={"COVID-19": 512, "hospitalization": 513, "vaccination": 514, "[special1]": 515},
+        # words are vocabulary entries in their running-text form (Ġhospitalization), placed before added tokens
+        expected_ids={"hospitalization": 512, "vaccination": 513, "COVID-19": 514, "[special1]": 515},
     ),
 }
 
@@ -283,7 +284,11 @@ def test_tying_is_as_in_the_source(appended: Appended) -> None:
 def test_each_new_token_is_one_new_id(appended: Appended) -> None:
     tokenizer = AutoTokenizer.from_pretrained(appended.out)
     old_size = len(AutoTokenizer.from_pretrained(appended.source))
-    ids = {token: tokenizer.encode(token, add_special_tokens=False) for token in (*TOKENS, *SPECIAL)}
+    # words in running text (after "a "): byte-level BPE stores them as Ġword; added and special tokens alone
+    context = tokenizer.encode("a", add_special_tokens=False)
+    words = [t for t in TOKENS if t.isalpha()]
+    ids = {t: tokenizer.encode(f"a {t}", add_special_tokens=False)[len(context) :] for t in words}
+    ids |= {t: tokenizer.encode(t, add_special_tokens=False) for t in (*TOKENS, *SPECIAL) if t not in words}
     assert ids == {token: [idx] for token, idx in appended.case.expected_ids.items()}
     assert sorted(appended.case.expected_ids.values()) == list(range(old_size, old_size + len(ids)))
     placements = {p["token"]: (p["id"], p["slot"]) for p in appended.plan["placements"]}

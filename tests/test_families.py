@@ -183,7 +183,10 @@ def test_tiktoken_model_does_not_block_surgery(llama_tiktoken_dir: Path, tmp_pat
     run(command, llama_tiktoken_dir, "--out", out, "--token", "hospitalization")
     assert (out / "tokenizer.model").read_bytes() == (llama_tiktoken_dir / "tokenizer.model").read_bytes()
     tokenizer = AutoTokenizer.from_pretrained(str(out), use_fast=True)
-    (idx,) = tokenizer.encode("hospitalization", add_special_tokens=False)
+    # a word is the vocabulary entry of its running-text form (Ġhospitalization): one id after a space
+    context = tokenizer.encode("a", add_special_tokens=False)
+    *head, idx = tokenizer.encode("a hospitalization", add_special_tokens=False)
+    assert head == context
     ids = tokenizer.encode("The patient's hospitalization was noted.", add_special_tokens=False)
     assert ids.count(idx) == 1
     assert "ok" in run("verify", out, "--against", llama_tiktoken_dir).output

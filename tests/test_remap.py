@@ -833,14 +833,18 @@ def test_llama_reserved_special_token_slots(llama_dir: Path, tmp_path: Path) -> 
     by_id = {idx: token for token, idx in source_tokenizer.get_vocab().items()}
     entries = {t["token"]: t for t in manifest(out)["tokens"]}
     assert entries["<|tool|>"]["kind"] == "special"
-    assert entries["hospitalization"]["kind"] == "added"
+    assert entries["hospitalization"]["kind"] == "vocab"  # Ġhospitalization, the word in running text
     ids = {token: entry["id"] for token, entry in entries.items()}
     assert sorted(ids.values()) == [504, 505]
     for token, idx in ids.items():
         assert by_id[idx].startswith("<|reserved_special_token_"), (token, by_id[idx])
-        assert encode(tokenizer, token) == [idx]
         assert len(encode(source_tokenizer, token)) > 1
+    assert encode(tokenizer, "<|tool|>") == [ids["<|tool|>"]]
     assert ids["<|tool|>"] in encode(tokenizer, "Call <|tool|> now")
+    # the word in running text: one id after a space, where the source had its pieces
+    sentence = "The patient's hospitalization was noted."
+    assert ids["hospitalization"] in encode(tokenizer, sentence)
+    assert len(encode(tokenizer, sentence)) < len(encode(source_tokenizer, sentence))
     assert len(tokenizer) == len(source_tokenizer) == 512
 
     before, after = source_tokenizer.get_vocab(), tokenizer.get_vocab()

@@ -427,14 +427,19 @@ def test_llama2_append_writes_added_tokens_json(llama2_dir: Path, tmp_path: Path
 
 
 def test_byte_level_bpe_append_writes_added_tokens_json_only_beside_vocab_json(tmp_path: Path) -> None:
+    """An added token (COVID-19: the pre-tokenizer splits it) goes to added_tokens.json where a slow vocabulary
+    file is beside tokenizer.json; a word (Ġhospitalization) is a vocabulary entry, in vocab.json too."""
     source = build_llama_bpe(tmp_path / "llama3")
     plain = tmp_path / "plain"
-    run("append", source, "--out", plain, "--token", "hospitalization")
+    run("append", source, "--out", plain, "--token", "hospitalization", "--token", "COVID-19")
     assert not (plain / "added_tokens.json").exists()  # no slow tokenizer to tell
 
     vocab = json.loads((source / "tokenizer.json").read_text(encoding="utf-8"))["model"]["vocab"]
     write_json(source / "vocab.json", vocab)
     with_vocab = tmp_path / "with-vocab"
-    run("append", source, "--out", with_vocab, "--token", "hospitalization")
-    assert json.loads((with_vocab / "added_tokens.json").read_text(encoding="utf-8")) == {"hospitalization": 512}
-    assert (with_vocab / "vocab.json").read_bytes() == (source / "vocab.json").read_bytes()
+    run("append", source, "--out", with_vocab, "--token", "hospitalization", "--token", "COVID-19")
+    assert json.loads((with_vocab / "added_tokens.json").read_text(encoding="utf-8")) == {"COVID-19": 513}
+    assert json.loads((with_vocab / "vocab.json").read_text(encoding="utf-8")) == {
+        **vocab,
+        "\u0120hospitalization": 512,
+    }

@@ -38,6 +38,10 @@ class Backend:
             return [normalized]
         return [piece for piece, _ in pre.pre_tokenize_str(normalized)]
 
+    def model_tokens(self, piece: str) -> list[str]:
+        """What the model alone (no normalizer, pre-tokenizer or added tokens) makes of one pre-token."""
+        return [token.value for token in self.tokenizer.model.tokenize(piece)]
+
     def encode(self, text: str) -> list[int]:
         if not self.has_model:
             raise RuntimeError("this backend only normalizes and pre-tokenizes: load it with model=True to encode")

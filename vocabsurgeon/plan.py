@@ -118,6 +118,7 @@ class Plan:
     files: tuple[FileOp, ...] = ()
     init_std: float = 0.02  # the standard deviation of ``normal`` rows (the config's initializer_range)
     seed: int = 0
+    notes: tuple[str, ...] = ()  # what the tokenizer family changes besides the placements (ignore_merges ...)
     version: int = PLAN_VERSION
     #: the rendered tokenizer and config files (path -> bytes), kept from planning for apply; never serialized
     rendered: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
@@ -374,8 +375,17 @@ def parse_plan(document: dict[str, Any], *, path: Path | None = None) -> Plan:
         files=tuple(files),
         init_std=top.positive("init_std", 0.02),
         seed=top.integer("seed", default=0),
+        notes=tuple(_strings(top, "notes")),
         version=top.choice("version", (PLAN_VERSION,), default=PLAN_VERSION),
     )
+
+
+def _strings(fields: _Fields, key: str) -> list[str]:
+    values = fields.items(key, default=[])
+    for index, value in enumerate(values):
+        if not isinstance(value, str):
+            raise fields.fail(f"{key}[{index}]", f"must be a string, not {_kind(value)}")
+    return values
 
 
 def hash_document(document: Any) -> str:

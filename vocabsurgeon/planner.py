@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .backend import Backend, load_backend
+from .checks import WORD_MARKERS
 from .errors import (
     NotEnoughSlotsError,
     PlanError,
@@ -19,6 +20,7 @@ from .errors import (
     VocabSurgeonError,
 )
 from .families import family_named
+from .families.base import CONTEXT
 from .formats import WEIGHT_FORMATS
 from .free_slots import Slot, embedding_rows, find_slots, placeholder_ids
 from .inits import Init
@@ -100,18 +102,30 @@ def plan_tokens(
     placed: list[tuple[TokenRequest, str, Mode]] = []
     skipped: list[Skip] = []
     seen: dict[str, str] = {}
+    words: set[str] = set()  # contents that are word forms (the family's in-text form of a word)
     for request in requests:
         content = request.text if request.special else backend.normalize(request.text)
         if not content.strip():
             raise TokenRequestError(f"token {request.text!r} normalizes to an empty string")
+        form = None if request.special else family.word_form(inventory.tokenizer_json, backend, request.text)
+        if form is not None:
+            content = form
         if content in seen:
             raise TokenRequestError(f"tokens {seen[content]!r} and {request.text!r} both normalize to {content!r}")
         seen[content] = request.text
         if content in known:
-            where = f"as id {known[content]}"
+            where = f"as id {known[content]}" + (f" ({content!r} in running text)" if form is not None else "")
             skipped.append(Skip(request.text, f"already in the vocabulary {where}"))
             continue
-        placed.append((request, content, _mode(request, content, backend, family.can_hold_whole_word())))
+        if form is not None:
+            words.add(content)
+            placed.append((request, content, "vocab"))
+        else:
+            placed.append((request, content, _mode(request, content, backend, family.can_hold_whole_word())))
+    notes = []
+    if words:
+        pipeline = backend or load_backend(inventory)
+        notes = family.check_word_forms(inventory.tokenizer_json, inventory.tokenizer_config, pipeline)
 
     rows = embedding_rows(inventory)
     capacity = rows if rows is not None else config_vocab_size(inventory.config)
@@ -125,7 +139,7 @@ def plan_tokens(
     dense = model_size == max(vocabulary.model_vocab.values(), default=-1) + 1
     for (request, content, mode), (token_id, slot) in zip(placed, ids, strict=True):
         replaces = id_to_token.get(token_id) if slot == "placeholder" else None
-        if mode == "vocab" and slot != "placeholder":
+        if mode == "vocab" and slot != "placeholder" and family.dense_vocabulary:
             if dense and token_id == model_size:
                 model_size += 1  # a new vocabulary entry right after the last one (vocab.txt stays gap-free)
             elif content.startswith(backend.continuing_prefix or "\0"):
@@ -139,20 +153,22 @@ def plan_tokens(
         init = _init_for(request, options.init, slot)
         pieces: tuple[int, ...] = ()
         if init == "subword-mean":
-            init, pieces = _subword_pieces(content, backend, id_to_token, unk)
+            word = request.text if content in words else None
+            init, pieces = _subword_pieces(content, backend, id_to_token, unk, word)
         placements.append(Placement(request.text, content, token_id, mode, slot, replaces, init, pieces))
 
     top = max([p.id for p in placements], default=-1) + 1
     rows_after = _round_up(max(capacity or 0, top), options.pad_to_multiple_of) if capacity is not None else None
-    return _finish_plan(inventory, operation, placements, skipped, capacity, rows_after, options)
+    return _finish_plan(inventory, operation, placements, skipped, capacity, rows_after, options, tuple(notes))
 
 
 def _subword_pieces(
-    content: str, backend: Backend, id_to_token: dict[int, str], unk: str | None
+    content: str, backend: Backend, id_to_token: dict[int, str], unk: str | None, word: str | None = None
 ) -> tuple[Init, tuple[int, ...]]:
-    """The pieces a subword-mean row averages: the ids the source splits the token into; ``mean`` instead where it
-    knows none of them (the neutral choice)."""
-    pieces = tuple(backend.encode(_piece_text(content, backend)))
+    """The pieces a subword-mean row averages: the ids the source splits the token into (a ``word`` stored in its
+    running-text form: the ids it gets in running text); ``mean`` instead where it knows none of them (the
+    neutral choice)."""
+    pieces = tuple(_word_pieces(word, backend) if word is not None else backend.encode(_piece_text(content, backend)))
     if not pieces or all(id_to_token.get(p) == unk for p in pieces):
         return "mean", ()
     return "subword-mean", pieces
@@ -184,6 +200,7 @@ def _finish_plan(
     rows_before: int | None,
     rows_after: int | None,
     options: Options,
+    notes: tuple[str, ...] = (),
 ) -> Plan:
     vocabulary = require_tokenizer(inventory)
     if rows_after is not None and rows_before is not None and rows_after > rows_before and options.init == "keep":
@@ -232,6 +249,7 @@ def _finish_plan(
         files=plan_files(inventory, tensors, rendered, options.weights_format),
         init_std=float(text_config(inventory.config).get("initializer_range", 0.02)),
         seed=options.seed,
+        notes=notes,
         rendered=rendered,
         documents=documents,
         origin=inventory,
@@ -387,6 +405,13 @@ def _mode(request: TokenRequest, content: str, backend: Backend, whole_words: bo
     return "vocab" if backend.pre_tokenize(content) == [content] else "added"
 
 
+def _word_pieces(text: str, backend: Backend) -> list[int]:
+    """The ids the source gives ``text`` in running text (after a word and a space)."""
+    context = backend.encode(CONTEXT)
+    ids = backend.encode(f"{CONTEXT} {text}")
+    return ids[len(context) :] if ids[: len(context)] == context else ids
+
+
 def _piece_text(content: str, backend: Backend) -> str:
     prefix = backend.continuing_prefix
     if prefix and content.startswith(prefix) and len(content) > len(prefix):
@@ -504,7 +529,11 @@ def check_plan_fits(inventory: Inventory, plan: Plan) -> Plan:
             raise fail(
                 f"{where}.replaces", f"is {placement.replaces!r} but the source has {replaces!r} at id {placement.id}"
             )
-        decided = _subword_pieces(placement.content, backend, id_to_token, unk) if backend is not None else None
+        decided = None
+        if backend is not None:
+            form = family_named(vocabulary.family).word_form(inventory.tokenizer_json, backend, placement.token)
+            word = placement.token if form == placement.content else None
+            decided = _subword_pieces(placement.content, backend, id_to_token, unk, word)
         if placement.init == "subword-mean" and decided != ("subword-mean", placement.pieces):
             raise fail(f"{where}.pieces", "are not the pieces the source splits the token into")
     for index, placement in enumerate(plan.placements):
@@ -516,8 +545,21 @@ def check_plan_fits(inventory: Inventory, plan: Plan) -> Plan:
     if plan.operation == "resize" and plan.placements:
         raise fail("operation", "is 'resize' but the plan places tokens")
     options = Options(init=plan.pad_init, weights_format=plan.weights_format, seed=plan.seed)
+    family = family_named(vocabulary.family)
+    words = [p for p in plan.placements if p.mode == "vocab" and p.content.startswith(WORD_MARKERS)]
+    notes = []
+    if words:
+        pipeline = backend or load_backend(inventory)
+        notes = family.check_word_forms(inventory.tokenizer_json, inventory.tokenizer_config, pipeline)
     expected = _finish_plan(
-        inventory, plan.operation, list(plan.placements), list(plan.skipped), plan.rows_before, plan.rows_after, options
+        inventory,
+        plan.operation,
+        list(plan.placements),
+        list(plan.skipped),
+        plan.rows_before,
+        plan.rows_after,
+        options,
+        tuple(notes),
     )
     for field in dataclasses.fields(Plan):
         if field.compare and field.name != "source" and getattr(expected, field.name) != getattr(plan, field.name):

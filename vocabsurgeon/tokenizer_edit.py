@@ -70,6 +70,7 @@ def apply_placements(
     _set_added_tokens(docs, placements, listed, slow_vocabulary)
     whole = [p.content for p in placements if p.mode == "added" and in_model[p.id]]
     family.keep_whole(docs, whole)
+    family.finish_edit(docs, [p.content for p in placements if p.mode == "vocab"])
     for placement in placements:
         if placement.mode == "special":
             _add_special(docs, placement.content)

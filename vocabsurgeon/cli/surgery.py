@@ -277,6 +277,7 @@ def render_plan(plan: Plan, *, details: bool = False) -> str:
         lines.append(f"skipped {skip.token!r}: {skip.reason}")
     for key, value in plan.config.items():
         lines.append(f"config.{key} -> {value}")
+    lines += plan.notes
     if details and plan.tensors:
         rows = [
             (

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
+from ..checks import CONTEXT as CONTEXT
 from ..errors import CheckpointFormatError
 from ..vocabulary import AddedToken, Vocabulary
 
@@ -86,6 +87,16 @@ class TokenizerDocs:
     side: dict[str, Any] = field(default_factory=dict)  # family-specific files (vocab.json, tokenizer.model ...)
 
 
+class TextPipeline(Protocol):
+    """The source tokenizer's normalizer, pre-tokenizer and model, as a family asks them (a Backend is one)."""
+
+    def normalize(self, text: str) -> str: ...
+
+    def pre_tokenize(self, normalized: str) -> list[str]: ...
+
+    def model_tokens(self, piece: str) -> list[str]: ...
+
+
 class Family:
     """A tokenizer family: how it is recognized in the files, where its model vocabulary lives, which tokens it can
     hold as vocabulary entries, how to rebuild its tokenizer without tokenizer.json, and its own audit checks.
@@ -141,6 +152,26 @@ class Family:
         if all(type(idx) is int for idx in vocab.values()):  # as JSON gives it: keys are strings already
             return dict(vocab)
         return {str(token): int(idx) for token, idx in vocab.items()}
+
+    #: whether the model vocabulary must stay gap-free (vocab.txt lines, a Unigram list): a vocabulary entry
+    #: placed past its end then becomes an added token
+    dense_vocabulary: ClassVar[bool] = True
+
+    def word_form(self, tokenizer_json: dict[str, Any] | None, pipeline: TextPipeline, text: str) -> str | None:
+        """The form in which this family's model produces the word ``text`` in running text, when the family stores
+        words so (byte-level BPE: ``Ġword``); None when the word is stored as the normalizer leaves it, or cannot be
+        a word (the pre-tokenizer splits it: it becomes an added token)."""
+        return None
+
+    def check_word_forms(
+        self, tokenizer_json: dict[str, Any] | None, tokenizer_config: dict[str, Any] | None, pipeline: TextPipeline
+    ) -> list[str]:
+        """What making words vocabulary entries changes besides them (see :meth:`finish_edit`), as notes for the
+        plan; raises UnsupportedCheckpointError when it would change how other text encodes."""
+        return []
+
+    def finish_edit(self, docs: TokenizerDocs, words: list[str]) -> None:
+        """Called once every placement is in ``docs``, with the word forms placed (see :meth:`word_form`)."""
 
     def can_hold_whole_word(self) -> bool:
         """Whether a word the pre-tokenizer keeps whole is matched whole once it is a vocabulary entry."""
