@@ -224,6 +224,14 @@ HAND_EDITS: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
         "field files is not what its placements decide",
     ),
     "a weight file's action changed": (_weight_file_action("copy"), "field files is not what its placements"),
+    "form changed": (
+        _edit_placement("form", "running-text"),
+        "field placements[0].form is 'running-text' but the word's running-text form is None",
+    ),
+    "form unknown": (
+        _edit_placement("form", "sentence"),
+        "field placements[0].form must be one of as-is, running-text",
+    ),
     "slot changed": (_edit_placement("slot", "padding"), "field placements[0].slot is 'padding' but id 1 is"),
     "operation changed": (_set("operation", "append"), "field operation is 'append' but placements[0] takes"),
     "pad_init keep": (_set("pad_init", "keep"), "field pad_init must be one of mean, zeros, normal, not 'keep'"),

@@ -107,6 +107,8 @@ def test_a_word_already_one_token_in_running_text_is_skipped(surgery: tuple[Path
 
     manifest = json.loads((out / "vocabsurgeon.json").read_text(encoding="utf-8"))
     assert [t["token"] for t in manifest["tokens"]] == WORDS
+    assert {t["form"] for t in manifest["tokens"]} == {"running-text"}
+    assert all(t["content"].startswith("\u0120") for t in manifest["tokens"])
     skipped = manifest["history"][-1]["skipped"]
     assert [s["token"] for s in skipped] == ["vaccine"]
     assert "'Ġvaccine' in running text" in skipped[0]["reason"]

@@ -75,7 +75,9 @@ def execute_plan(
     target = Path(out).expanduser().absolute()
     _check_output(inventory, target, force)
     fingerprints = None
-    if plan.fingerprints:
+    if plan.fingerprints and plan.origin is inventory:
+        fingerprints = plan.fingerprints  # taken of this very read of the source just now (--save-plan and apply)
+    elif plan.fingerprints:
         fingerprints = fingerprint_files(inventory)
         changed = sorted(set(plan.fingerprints) ^ set(fingerprints)) or [
             name for name in plan.fingerprints if plan.fingerprints[name] != fingerprints[name]
@@ -325,10 +327,9 @@ def manifest_tokens(inventory: Inventory, plan: Plan) -> list[dict[str, Any]]:
     """The manifest's tokens after the plan: the earlier surgeries' and the plan's placements."""
     previous = inventory.manifest or {}
     tokens = [dict(t) for t in previous.get("tokens", []) if isinstance(t, dict)]
-    tokens += [
-        {"token": p.token, "content": p.content, "id": p.id, "kind": p.mode, "slot": p.slot, "init": p.init}
-        for p in plan.placements
-    ]
+    for p in plan.placements:
+        entry = {"token": p.token, "content": p.content, "id": p.id, "kind": p.mode, "slot": p.slot, "init": p.init}
+        tokens.append(entry | ({"form": p.form} if p.form != "as-is" else {}))
     return tokens
 
 

@@ -16,8 +16,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 CONTINUING_PREFIX = "##"  # WordPiece's: a manifest "vocab" token with it is a continuation piece
-#: word-boundary markers: a token stored with one (``Ġword``, ``▁word``) is the word in running text
-WORD_MARKERS = ("\u0120", "\u2581")
 #: the text a word follows to be seen "in running text" (it, then a space)
 CONTEXT = "a"
 
@@ -63,12 +61,6 @@ def check_tokenizer(
     return checks
 
 
-def is_word_form(entry: dict[str, Any]) -> bool:
-    """Whether a manifest token is stored as the word in running text (``Ġword`` for ``word``)."""
-    content, token = str(entry.get("content", entry["token"])), str(entry["token"])
-    return entry.get("kind") == "vocab" and content.startswith(WORD_MARKERS) and not token.startswith(content[:1])
-
-
 def check_new_tokens(label: str, tokenizer: Any, tokens: list[dict[str, Any]]) -> Iterator[Check]:
     """Each token is one id: a word stored in its running-text form inside a sentence (after ``CONTEXT``), a
     continuation piece by lookup, anything else encoded alone."""
@@ -78,7 +70,7 @@ def check_new_tokens(label: str, tokenizer: Any, tokens: list[dict[str, Any]]) -
         content = str(entry.get("content", entry["token"]))
         if entry.get("kind") == "vocab" and is_continuation(content):
             ids = tokenizer.convert_tokens_to_ids([content])  # "##vid" is never typed alone, only inside a word
-        elif is_word_form(entry):
+        elif entry.get("form") == "running-text":  # Ġword: the word after a space, not at a text's start
             ids = tokenizer.encode(f"{CONTEXT} {entry['token']}", add_special_tokens=False)
             ids = ids[len(context) :] if ids[: len(context)] == context else ids
         else:

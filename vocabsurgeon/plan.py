@@ -29,11 +29,13 @@ Operation = Literal["remap", "append", "auto", "resize"]
 SlotSource = Literal["placeholder", "padding", "new"]
 WeightsFormat = Literal["safetensors", "pytorch"]
 FileAction = Literal["copy", "rewrite", "edit", "convert", "create"]
+Form = Literal["as-is", "running-text"]
 
 OPERATIONS: tuple[str, ...] = get_args(Operation)
 MODES: tuple[str, ...] = get_args(Mode)
 SLOT_SOURCES: tuple[str, ...] = get_args(SlotSource)
 FILE_ACTIONS: tuple[str, ...] = get_args(FileAction)
+FORMS: tuple[str, ...] = get_args(Form)
 PLAN_VERSION = 2
 
 
@@ -49,6 +51,9 @@ class Placement:
     replaces: str | None  # the placeholder it takes the place of
     init: Init
     pieces: tuple[int, ...] = ()  # what the original tokenizer split it into (for subword-mean)
+    #: "running-text": stored as the family's model produces the word mid-sentence (byte-level BPE: Ġword), so it is
+    #: one id after a space, not at the very start of a text; "as-is": as the normalizer leaves it
+    form: Form = "as-is"
 
 
 @dataclass(frozen=True)
@@ -289,6 +294,7 @@ def parse_plan(document: dict[str, Any], *, path: Path | None = None) -> Plan:
                 replaces=f.string("replaces", optional=True),
                 init=f.choice("init", INITS),
                 pieces=pieces,
+                form=f.choice("form", FORMS, default="as-is"),
             )
         )
     seen: dict[int, int] = {}

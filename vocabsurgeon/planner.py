@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .backend import Backend, load_backend
-from .checks import WORD_MARKERS
 from .errors import (
     NotEnoughSlotsError,
     PlanError,
@@ -25,7 +24,7 @@ from .formats import WEIGHT_FORMATS
 from .free_slots import Slot, embedding_rows, find_slots, placeholder_ids
 from .inits import Init
 from .inventory import MANIFEST, Inventory, WeightSet, require_tokenizer, taken_ids
-from .plan import FileOp, Mode, Operation, Placement, Plan, RowInit, Skip, SlotSource, TensorOp, WeightsFormat
+from .plan import FileOp, Form, Mode, Operation, Placement, Plan, RowInit, Skip, SlotSource, TensorOp, WeightsFormat
 from .render import render_config, render_index, render_tokenizer_documents
 from .vocab_tensors import (
     VocabTable,
@@ -155,7 +154,8 @@ def plan_tokens(
         if init == "subword-mean":
             word = request.text if content in words else None
             init, pieces = _subword_pieces(content, backend, id_to_token, unk, word)
-        placements.append(Placement(request.text, content, token_id, mode, slot, replaces, init, pieces))
+        stored: Form = "running-text" if content in words else "as-is"
+        placements.append(Placement(request.text, content, token_id, mode, slot, replaces, init, pieces, stored))
 
     top = max([p.id for p in placements], default=-1) + 1
     rows_after = _round_up(max(capacity or 0, top), options.pad_to_multiple_of) if capacity is not None else None
@@ -515,6 +515,11 @@ def check_plan_fits(inventory: Inventory, plan: Plan) -> Plan:
     unk = vocabulary.special_tokens.get("unk_token")
     free = {slot.id: slot.kind for slot in find_slots(inventory).slots}
     backend = load_backend(inventory) if any(p.init == "subword-mean" for p in plan.placements) else None
+    family = family_named(vocabulary.family)
+
+    def pipeline() -> Backend:
+        return backend or load_backend(inventory, model=False)  # normalizing and pre-tokenizing need no model
+
     for index, placement in enumerate(plan.placements):
         where = f"placements[{index}]"
         kind = free.get(placement.id) or ("new" if placement.id > vocabulary.max_id else None)
@@ -529,10 +534,13 @@ def check_plan_fits(inventory: Inventory, plan: Plan) -> Plan:
             raise fail(
                 f"{where}.replaces", f"is {placement.replaces!r} but the source has {replaces!r} at id {placement.id}"
             )
+        if placement.form == "running-text":
+            form = family.word_form(inventory.tokenizer_json, pipeline(), placement.token)
+            if form != placement.content:
+                raise fail(f"{where}.form", f"is 'running-text' but the word's running-text form is {form!r}")
         decided = None
         if backend is not None:
-            form = family_named(vocabulary.family).word_form(inventory.tokenizer_json, backend, placement.token)
-            word = placement.token if form == placement.content else None
+            word = placement.token if placement.form == "running-text" else None
             decided = _subword_pieces(placement.content, backend, id_to_token, unk, word)
         if placement.init == "subword-mean" and decided != ("subword-mean", placement.pieces):
             raise fail(f"{where}.pieces", "are not the pieces the source splits the token into")
@@ -545,12 +553,9 @@ def check_plan_fits(inventory: Inventory, plan: Plan) -> Plan:
     if plan.operation == "resize" and plan.placements:
         raise fail("operation", "is 'resize' but the plan places tokens")
     options = Options(init=plan.pad_init, weights_format=plan.weights_format, seed=plan.seed)
-    family = family_named(vocabulary.family)
-    words = [p for p in plan.placements if p.mode == "vocab" and p.content.startswith(WORD_MARKERS)]
     notes = []
-    if words:
-        pipeline = backend or load_backend(inventory)
-        notes = family.check_word_forms(inventory.tokenizer_json, inventory.tokenizer_config, pipeline)
+    if any(p.form == "running-text" for p in plan.placements):
+        notes = family.check_word_forms(inventory.tokenizer_json, inventory.tokenizer_config, load_backend(inventory))
     expected = _finish_plan(
         inventory,
         plan.operation,

@@ -18,16 +18,12 @@ from .plan import Placement, TensorOp
 from .tokenizer_edit import apply_placements, docs_from_inventory
 
 
-def render_tokenizer_files(inventory: Inventory, family: str, placements: tuple[Placement, ...]) -> dict[str, bytes]:
-    """New bytes for each tokenizer file the placements change; unchanged files are left to the byte copy."""
-    return render_tokenizer_documents(inventory, family, placements)[0]
-
-
 def render_tokenizer_documents(
     inventory: Inventory, family: str, placements: tuple[Placement, ...]
 ) -> tuple[dict[str, bytes], dict[str, Any]]:
-    """:func:`render_tokenizer_files`, and the rewritten JSON documents as values (what parsing those bytes gives),
-    so that checking the output need not parse a large tokenizer.json again."""
+    """New bytes for each tokenizer file the placements change (unchanged files are left to the byte copy), and the
+    rewritten JSON documents as values (what parsing those bytes gives), so that checking the output need not
+    parse a large tokenizer.json again."""
     if not placements:
         return {}, {}
     docs = docs_from_inventory(inventory)

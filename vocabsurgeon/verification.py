@@ -220,11 +220,6 @@ def verify_checkpoint(
     return Verifier(level, slow).run(output, source)
 
 
-def check_or_raise(out: Path, against: Inventory | None, *, level: Level = "full") -> None:
-    """Raise VerificationError listing every violation."""
-    raise_on_failures(verify_checkpoint(out, against, level=level), out)
-
-
 def raise_on_failures(checks: list[Check], out: Path) -> None:
     failed = [f"{c.name}: {c.detail}" if c.detail else c.name for c in checks if not c.ok]
     if failed:
