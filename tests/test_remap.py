@@ -412,10 +412,22 @@ def test_too_many_tokens_fails_cleanly(minilm_src: Path, tmp_path: Path) -> None
         (["--token", "zqa", "--token", "zqa"], "token 'zqa' is given 2 times"),
         (["--token", "COVID", "--token", "covid"], "tokens 'COVID' and 'covid' both normalize to 'covid'"),
         (["--special-token", "\t"], "empty or whitespace-only token"),
+        (["--token", " hospitalization"], "token ' hospitalization' begins or ends with whitespace"),
+        (["--token", "naïveté\u00a0"], "token 'naïveté\\xa0' begins or ends with whitespace"),
         (["--tokens-file", "{tmp}/missing.txt"], "missing.txt: tokens file does not exist"),
         ([], "no tokens given"),
     ],
-    ids=["empty", "whitespace", "duplicate", "same-normalized", "whitespace-special", "missing-file", "no-tokens"],
+    ids=[
+        "empty",
+        "whitespace",
+        "duplicate",
+        "same-normalized",
+        "whitespace-special",
+        "leading-space",
+        "trailing-nbsp",
+        "missing-file",
+        "no-tokens",
+    ],
 )
 def test_token_errors(bert_dir: Path, tmp_path: Path, args: list[str], message: str) -> None:
     out = tmp_path / "out"

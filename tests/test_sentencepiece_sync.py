@@ -42,10 +42,21 @@ needs_424 = pytest.mark.skipif(
 )
 
 USER_DEFINED = pb2.ModelProto.SentencePiece.USER_DEFINED
+NORMAL = pb2.ModelProto.SentencePiece.NORMAL
 TOKEN_ARGS = ("--token", "hospitalization", "--token", "new york", "--special-token", "<special1>")
 # slot id -> (token, piece in the .model): SentencePiece's normalized form, the special token as it is
 REMAPPED = {3: ("hospitalization", "▁hospitalization"), 4: ("new york", "▁new▁york"), 5: ("<special1>", "<special1>")}
 SENTENCE = "Patients in new york need hospitalization <special1> now."
+#: the Unigram fixture: hospitalization and COVID-19 are words (each one pre-token in T5: their running-text piece, a
+#: NORMAL piece scored to win), <special1> a special token
+T5_TOKEN_ARGS = ("--token", "hospitalization", "--token", "COVID-19", "--special-token", "<special1>")
+T5_REMAPPED = {
+    3: ("hospitalization", "▁hospitalization"),
+    4: ("COVID-19", "▁COVID-19"),
+    5: ("<special1>", "<special1>"),
+}
+T5_WORDS = {3, 4}
+T5_SENTENCE = "Patients with COVID-19 need hospitalization <special1> now."
 PLAIN_TEXTS = (
     "The patients were admitted to the hospital in New York last week.",
     "A quick brown fox jumps over the lazy dog, doesn't it?",
@@ -179,14 +190,14 @@ def test_a_file_that_is_no_model_is_a_format_error(tmp_path: Path) -> None:
 @pytest.fixture
 def remapped_unigram(unigram_dir: Path, tmp_path: Path) -> Path:
     out = tmp_path / "t5-remapped"
-    run("remap", unigram_dir, "--out", out, *TOKEN_ARGS)
+    run("remap", unigram_dir, "--out", out, *T5_TOKEN_ARGS)
     return out
 
 
 def test_remap_renames_the_slot_pieces(unigram_dir: Path, remapped_unigram: Path) -> None:
     processor = spm.SentencePieceProcessor(model_file=str(remapped_unigram / "spiece.model"))
     assert processor.get_piece_size() == 300
-    for slot, (token, piece) in REMAPPED.items():
+    for slot, (token, piece) in T5_REMAPPED.items():
         assert processor.id_to_piece(slot) == piece
         if not token.startswith("<"):
             assert processor.encode(token) == [slot]  # what a 4.x slow tokenizer hands SentencePiece
@@ -197,26 +208,32 @@ def test_remap_renames_the_slot_pieces(unigram_dir: Path, remapped_unigram: Path
 def test_remap_leaves_the_rest_of_the_model_as_it_was(unigram_dir: Path, remapped_unigram: Path) -> None:
     source, out = proto(unigram_dir / "spiece.model"), proto(remapped_unigram / "spiece.model")
     assert len(out.pieces) == len(source.pieces)
+    tokenizer_json = json.loads((remapped_unigram / "tokenizer.json").read_text(encoding="utf-8"))
+    scores = {index: tokenizer_json["model"]["vocab"][index][1] for index in T5_WORDS}
+    assert all(score < 0 for score in scores.values())  # scored against the word's old segmentation, not 0
     for index, (old, new) in enumerate(zip(source.pieces, out.pieces, strict=True)):
-        assert new.score == old.score, index
-        if index in REMAPPED:
-            assert (new.piece, new.type) == (REMAPPED[index][1], USER_DEFINED)
+        if index in T5_WORDS:  # a word: a NORMAL piece with the tokenizer.json score (float32 in the .model)
+            assert (new.piece, new.type) == (T5_REMAPPED[index][1], NORMAL)
+            assert new.score == pytest.approx(scores[index], abs=1e-5)
+        elif index in T5_REMAPPED:
+            assert (new.piece, new.type, new.score) == (T5_REMAPPED[index][1], USER_DEFINED, old.score)
         else:
-            assert (new.piece, new.type) == (old.piece, old.type), index
+            assert (new.piece, new.type, new.score) == (old.piece, old.type, old.score), index
     for spec in ("trainer_spec", "normalizer_spec", "denormalizer_spec"):
         assert getattr(out, spec) == getattr(source, spec), spec
-    for index, (_, piece) in REMAPPED.items():  # and as a whole message: nothing else differs
+    for index, (_, piece) in T5_REMAPPED.items():  # and as a whole message: nothing else differs
         source.pieces[index].piece = piece
-        source.pieces[index].type = USER_DEFINED
+        source.pieces[index].type = NORMAL if index in T5_WORDS else USER_DEFINED
+        source.pieces[index].score = out.pieces[index].score
     assert out == source
     assert out.SerializeToString() == source.SerializeToString()
 
 
 def test_remap_keeps_transformers_5_encoding_each_token_to_its_id(remapped_unigram: Path) -> None:
-    encoded = encode_5x(remapped_unigram, [token for token, _ in REMAPPED.values()])
-    assert encoded == {token: [slot] for slot, (token, _) in REMAPPED.items()}
+    encoded = encode_5x(remapped_unigram, [token for token, _ in T5_REMAPPED.values()])
+    assert encoded == {token: [slot] for slot, (token, _) in T5_REMAPPED.items()}
     tokenizer_json = json.loads((remapped_unigram / "tokenizer.json").read_text(encoding="utf-8"))
-    assert [entry[0] for entry in tokenizer_json["model"]["vocab"][3:6]] == [t for t, _ in REMAPPED.values()]
+    assert [entry[0] for entry in tokenizer_json["model"]["vocab"][3:6]] == [p for _, p in T5_REMAPPED.values()]
     assert not (remapped_unigram / "added_tokens.json").exists()  # every token has a piece in the .model
 
 
@@ -231,16 +248,25 @@ def test_model_without_the_placeholder_at_the_slot_is_left_as_it_is(unigram_dir:
     assert encode_5x(out, ["hospitalization"]) == {"hospitalization": [3]}
 
 
-def test_a_normalized_form_that_is_already_a_piece_falls_back_to_the_text(unigram_dir: Path, tmp_path: Path) -> None:
-    """``hospital`` is not in the vocabulary, but ``▁hospital`` is: SentencePiece refuses duplicated pieces."""
+def test_a_string_t5_cannot_decode_back_is_refused(unigram_dir: Path, tmp_path: Path) -> None:
+    """T5 splits ``new york`` at the space, so it could only be an added token, which T5's Metaspace decoder gives
+    back without the space before it: the surgery's check refuses it, one line, nothing written."""
+    outputs = tmp_path / "outputs"
+    outputs.mkdir()
+    result = CliRunner().invoke(main, ["remap", str(unigram_dir), "--out", str(outputs / "out"), "--token", "new york"])
+    assert result.exit_code == 1
+    assert "decode to themselves: 'a new york, new york.' -> 'anew york" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert list(outputs.iterdir()) == []  # no output, no staging directory
+
+
+def test_a_word_whose_running_text_piece_exists_is_skipped(unigram_dir: Path, tmp_path: Path) -> None:
+    """``hospital`` is not in the vocabulary, but ``▁hospital``, its form in running text, is: nothing to add."""
     source = spm.SentencePieceProcessor(model_file=str(unigram_dir / "spiece.model"))
     assert source.piece_to_id("▁hospital") != source.unk_id()
-    out = tmp_path / "out"
-    run("remap", unigram_dir, "--out", out, "--token", "hospital")
-    processor = spm.SentencePieceProcessor(model_file=str(out / "spiece.model"))
-    assert processor.id_to_piece(3) == "hospital"
-    assert processor.piece_to_id("▁hospital") == source.piece_to_id("▁hospital")
-    assert encode_5x(out, ["hospital"]) == {"hospital": [3]}
+    report = json.loads(run("remap", unigram_dir, "--dry-run", "--json", "--token", "hospital").output)
+    assert report["plan"]["placements"] == []
+    assert [s["token"] for s in report["plan"]["skipped"]] == ["hospital"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -248,6 +274,8 @@ def test_a_normalized_form_that_is_already_a_piece_falls_back_to_the_text(unigra
 # --------------------------------------------------------------------------------------------------
 
 APPENDED = {"hospitalization": 300, "<special9>": 301}
+#: what added_tokens.json lists: tokens outside the .model (the word is a piece of it, appended)
+APPENDED_ADDED = {"<special9>": 301}
 
 
 @pytest.fixture
@@ -257,10 +285,16 @@ def appended_unigram(unigram_dir: Path, tmp_path: Path) -> Path:
     return out
 
 
-def test_append_writes_added_tokens_json_and_copies_the_model(unigram_dir: Path, appended_unigram: Path) -> None:
-    assert (appended_unigram / "spiece.model").read_bytes() == (unigram_dir / "spiece.model").read_bytes()
+def test_append_adds_the_word_to_the_model_and_the_rest_to_added_tokens_json(
+    unigram_dir: Path, appended_unigram: Path
+) -> None:
+    source, out = proto(unigram_dir / "spiece.model"), proto(appended_unigram / "spiece.model")
+    assert len(out.pieces) == len(source.pieces) + 1
+    assert (out.pieces[300].piece, out.pieces[300].type) == ("▁hospitalization", NORMAL)
+    del out.pieces[300]
+    assert out == source
     added = json.loads((appended_unigram / "added_tokens.json").read_text(encoding="utf-8"))
-    assert added == APPENDED
+    assert added == APPENDED_ADDED
     assert encode_5x(appended_unigram, list(APPENDED)) == {token: [idx] for token, idx in APPENDED.items()}
 
 
@@ -302,16 +336,16 @@ def slow_424(out: Path, src: Path, texts: list[str]) -> dict[str, Any]:
 @pytest.mark.compat
 @needs_424
 def test_424_slow_tokenizer_encodes_the_remapped_tokens(unigram_dir: Path, remapped_unigram: Path) -> None:
-    tokens = [token for token, _ in REMAPPED.values()]
-    report = slow_424(remapped_unigram, unigram_dir, [*tokens, SENTENCE, *PLAIN_TEXTS])
+    tokens = [token for token, _ in T5_REMAPPED.values()]
+    report = slow_424(remapped_unigram, unigram_dir, [*tokens, T5_SENTENCE, *PLAIN_TEXTS])
     assert report["transformers"] == "4.24.0"
     assert report["out"]["class"] == "T5Tokenizer"
     assert report["out"]["len"] == 300
     ids = report["out"]["ids"]
-    assert {token: ids[token] for token in tokens} == {token: [slot] for slot, (token, _) in REMAPPED.items()}
+    assert {token: ids[token] for token in tokens} == {token: [slot] for slot, (token, _) in T5_REMAPPED.items()}
     # within a sentence as well, and as transformers 5 encodes it
-    assert ids[SENTENCE] == encode_5x(remapped_unigram, [SENTENCE])[SENTENCE]
-    assert {3, 4, 5} <= set(ids[SENTENCE])
+    assert ids[T5_SENTENCE] == encode_5x(remapped_unigram, [T5_SENTENCE])[T5_SENTENCE]
+    assert {3, 4, 5} <= set(ids[T5_SENTENCE])
     for text in PLAIN_TEXTS:  # text without the new tokens encodes as before
         assert ids[text] == report["src"]["ids"][text]
 
@@ -413,12 +447,18 @@ def test_llama2_remap_renames_the_tokenizer_model_pieces(llama2_dir: Path, tmp_p
     assert encode_5x(out, [token for token, _ in REMAPPED.values()]) == expected
 
 
-def test_llama2_append_writes_added_tokens_json(llama2_dir: Path, tmp_path: Path) -> None:
+def test_llama2_append_adds_the_word_to_the_model_and_the_special_token_to_added_tokens_json(
+    llama2_dir: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "llama2-appended"
     run("append", llama2_dir, "--out", out, "--token", "hospitalization", "--special-token", "<special9>")
-    assert (out / "tokenizer.model").read_bytes() == (llama2_dir / "tokenizer.model").read_bytes()
+    source, model = proto(llama2_dir / "tokenizer.model"), proto(out / "tokenizer.model")
+    assert (model.pieces[400].piece, model.pieces[400].type) == ("▁hospitalization", USER_DEFINED)
+    del model.pieces[400]
+    assert model == source
+    assert spm.SentencePieceProcessor(model_file=str(out / "tokenizer.model")).encode("a hospitalization")[-1] == 400
     added = json.loads((out / "added_tokens.json").read_text(encoding="utf-8"))
-    assert added == {"hospitalization": 400, "<special9>": 401}
+    assert added == {"<special9>": 401}
 
 
 # --------------------------------------------------------------------------------------------------

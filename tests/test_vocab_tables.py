@@ -432,8 +432,10 @@ def test_remap_into_a_slot_writes_its_row_of_both_tables(gemma3n: Path, tmp_path
     out = tmp_path / "out"
     _surgery("remap", gemma3n, "--out", out, "--token", "hospitalization", "--verify", "full")
     tokenizer = AutoTokenizer.from_pretrained(str(out))
-    assert tokenizer.convert_tokens_to_ids("hospitalization") == 6
-    pieces = AutoTokenizer.from_pretrained(str(gemma3n)).encode("hospitalization", add_special_tokens=False)
+    assert tokenizer.encode("The hospitalization", add_special_tokens=False)[-1] == 6  # the word in running text
+    source = AutoTokenizer.from_pretrained(str(gemma3n))
+    context = source.encode("a", add_special_tokens=False)
+    pieces = source.encode("a hospitalization", add_special_tokens=False)[len(context) :]
     for name in (EMBED, PER_LAYER):
         before, after = _table(gemma3n, name), _table(out, name)
         assert after.shape == before.shape
@@ -450,7 +452,7 @@ def test_append_leaves_the_per_layer_table_and_its_key(gemma3n: Path, tmp_path: 
     first padding row, 384, of the 512-row embedding) writes embed_tokens only; table and key stay."""
     out = tmp_path / "out"
     _surgery("append", gemma3n, "--out", out, "--token", "zqxjvv", "--pad-to-multiple-of", "64")
-    assert AutoTokenizer.from_pretrained(str(out)).convert_tokens_to_ids("zqxjvv") == 384
+    assert AutoTokenizer.from_pretrained(str(out)).encode("a zqxjvv", add_special_tokens=False)[-1] == 384
     config = json.loads((out / "config.json").read_text(encoding="utf-8"))
     source = json.loads((gemma3n / "config.json").read_text(encoding="utf-8"))
     assert config["vocab_size_per_layer_input"] == source["vocab_size_per_layer_input"] == 384

@@ -69,14 +69,22 @@ def plan_surgery(
     weights_format: WeightsFormat | None = None,
     resize_to: int | None = None,
     seed: int = 0,
+    sentence_initial: bool = False,
     fingerprints: bool = False,
 ) -> Plan:
     """The whole decision of a surgery, nothing written: which token goes to which id, every tensor's rows, every
     output file, the config keys. ``operation`` is ``remap`` (free slots only), ``append`` (new ids), ``auto``
     (slots first, then append) or ``resize`` (``resize_to`` rows, or as many as the tokenizer has ids).
+    ``sentence_initial=True`` also places each word's form at a text's start where it differs (byte-level BPE).
     ``fingerprints=True`` pins the plan to the source's exact bytes (what a saved plan needs)."""
     inventory = _inventory(model)
-    options = Options(init=init, pad_to_multiple_of=pad_to_multiple_of, weights_format=weights_format, seed=seed)
+    options = Options(
+        init=init,
+        pad_to_multiple_of=pad_to_multiple_of,
+        weights_format=weights_format,
+        seed=seed,
+        sentence_initial=sentence_initial,
+    )
     if operation == "resize":
         if list(tokens) or list(special_tokens):
             raise TokenRequestError("resize takes no tokens; use append to add tokens")
@@ -135,6 +143,7 @@ def remap(
     allow_append: bool = False,
     pad_to_multiple_of: int | None = None,
     weights_format: WeightsFormat | None = None,
+    sentence_initial: bool = False,
     verify: Level | None = "quick",
     force: bool = False,
     progress: Any = None,
@@ -146,6 +155,7 @@ def remap(
     return _surgery(
         model, out, operation, tokens, special_tokens, verify, force, progress,
         init=init, pad_to_multiple_of=pad_to_multiple_of, weights_format=weights_format,
+        sentence_initial=sentence_initial,
     )  # fmt: skip
 
 
@@ -158,6 +168,7 @@ def append(
     init: Init | None = None,
     pad_to_multiple_of: int | None = None,
     weights_format: WeightsFormat | None = None,
+    sentence_initial: bool = False,
     verify: Level | None = "quick",
     force: bool = False,
     progress: Any = None,
@@ -167,6 +178,7 @@ def append(
     return _surgery(
         model, out, "append", tokens, special_tokens, verify, force, progress,
         init=init, pad_to_multiple_of=pad_to_multiple_of, weights_format=weights_format,
+        sentence_initial=sentence_initial,
     )  # fmt: skip
 
 

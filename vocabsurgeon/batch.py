@@ -36,6 +36,7 @@ _KEYS: dict[str, tuple[type, ...]] = {
     "init": (str,),
     "pad_to_multiple_of": (int,),
     "weights_format": (str,),
+    "sentence_initial": (bool,),
 }
 _CHOICES = {
     "strategy": ("remap", "append", "auto"),
@@ -52,10 +53,14 @@ class Recipe:
     init: str | None = None
     pad_to_multiple_of: int | None = None
     weights_format: str | None = None
+    sentence_initial: bool = False
 
     @property
     def hash(self) -> str:
-        return hash_document(asdict(self))
+        document = asdict(self)
+        if not self.sentence_initial:
+            del document["sentence_initial"]  # the recipes written before the key keep their hash
+        return hash_document(document)
 
 
 @dataclass(frozen=True)
@@ -112,6 +117,7 @@ def read_recipe(path: str | os.PathLike[str]) -> Recipe:
         init=data.get("init"),
         pad_to_multiple_of=data.get("pad_to_multiple_of"),
         weights_format=data.get("weights_format"),
+        sentence_initial=bool(data.get("sentence_initial", False)),
     )
 
 
@@ -226,6 +232,7 @@ def _run_one(model: Path, output: Path, recipe: Recipe, dry_run: bool, verify: L
         init=recipe.init,  # type: ignore[arg-type]  # checked against INITS by read_recipe
         pad_to_multiple_of=recipe.pad_to_multiple_of,
         weights_format=recipe.weights_format,  # type: ignore[arg-type]  # checked by read_recipe
+        sentence_initial=recipe.sentence_initial,
     )
     outcome = Outcome(
         str(model),

@@ -18,6 +18,9 @@ from typing import Any
 CONTINUING_PREFIX = "##"  # WordPiece's: a manifest "vocab" token with it is a continuation piece
 #: the text a word follows to be seen "in running text" (it, then a space)
 CONTEXT = "a"
+#: sentences a new word is checked in (mid-sentence, at the start, twice with punctuation): they must decode to
+#: themselves wherever the source decodes them so
+WORD_SENTENCES = ("The patient's {} was noted.", "{} was noted.", "a {}, {}.")
 
 
 @dataclass(frozen=True)
@@ -42,22 +45,31 @@ class LibraryTokenizer:
     def convert_tokens_to_ids(self, tokens: list[str]) -> list[int | None]:
         return [self.tokenizer.token_to_id(token) for token in tokens]
 
+    def decode(self, ids: list[int]) -> str:
+        return str(self.tokenizer.decode(ids, skip_special_tokens=False))
+
 
 def is_continuation(content: str) -> bool:
     return content.startswith(CONTINUING_PREFIX) and len(content) > len(CONTINUING_PREFIX)
 
 
 def check_tokenizer(
-    label: str, tokenizer: Any, tokens: list[dict[str, Any]], expected: list[tuple[str, list[int]]] | None
+    label: str,
+    tokenizer: Any,
+    tokens: list[dict[str, Any]],
+    expected: list[tuple[str, list[int]]] | None,
+    round_trips: list[str] | None = None,
 ) -> list[Check]:
-    """``tokenizer`` (or the exception loading it raised) loads, each manifest token is one id, and the
-    ``expected`` texts encode to their ids."""
+    """``tokenizer`` (or the exception loading it raised) loads, each manifest token is one id, the ``expected``
+    texts encode to their ids, and the ``round_trips`` texts (with new words) decode to themselves."""
     if isinstance(tokenizer, Exception):
         return [Check(f"{label} tokenizer loads", False, f"{type(tokenizer).__name__}: {tokenizer}")]
     checks = [Check(f"{label} tokenizer loads", True, type(tokenizer).__name__)]
     checks += list(check_new_tokens(label, tokenizer, tokens))
     if expected is not None:
         checks.append(check_encodings(label, tokenizer, expected))
+    if round_trips:
+        checks.append(check_round_trips(label, tokenizer, round_trips))
     return checks
 
 
@@ -70,9 +82,11 @@ def check_new_tokens(label: str, tokenizer: Any, tokens: list[dict[str, Any]]) -
         content = str(entry.get("content", entry["token"]))
         if entry.get("kind") == "vocab" and is_continuation(content):
             ids = tokenizer.convert_tokens_to_ids([content])  # "##vid" is never typed alone, only inside a word
-        elif entry.get("form") == "running-text":  # Ġword: the word after a space, not at a text's start
+        elif entry.get("form") == "running-text":  # Ġword: the word after a space
             ids = tokenizer.encode(f"{CONTEXT} {entry['token']}", add_special_tokens=False)
             ids = ids[len(context) :] if ids[: len(context)] == context else ids
+            if ids == [entry["id"]] and entry.get("initial"):  # and at a text's start, where the family says so
+                ids = tokenizer.encode(entry["token"], add_special_tokens=False)
         else:
             ids = tokenizer.encode(entry["token"], add_special_tokens=False)
         if ids != [entry["id"]]:
@@ -91,6 +105,17 @@ def check_encodings(label: str, tokenizer: Any, expected: list[tuple[str, list[i
     )
 
 
+def check_round_trips(label: str, tokenizer: Any, texts: list[str]) -> Check:
+    """Each text decodes to itself: a new word comes back exactly, non-ASCII letters included."""
+    wrong = []
+    for text in texts:
+        decoded = tokenizer.decode(tokenizer.encode(text, add_special_tokens=False))
+        if decoded != text:
+            wrong.append(f"{text!r} -> {decoded!r}")
+    detail = "; ".join(wrong[:2]) + (f" (and {len(wrong) - 2} more)" if len(wrong) > 2 else "")
+    return Check(f"{label}: texts with new words decode to themselves", not wrong, detail or f"{len(texts)} texts")
+
+
 def main() -> None:
     from tokenizers import Tokenizer  # a failed import is the child's failure (exit 1), not a finding
 
@@ -100,7 +125,7 @@ def main() -> None:
     except Exception as error:  # report, don't crash: a tokenizer that does not load is the finding
         tokenizer = error
     expected = [(text, ids) for text, ids in request["expected"]]
-    checks = check_tokenizer("tokenizers", tokenizer, request["tokens"], expected)
+    checks = check_tokenizer("tokenizers", tokenizer, request["tokens"], expected, request.get("round_trips"))
     json.dump([asdict(check) for check in checks], sys.stdout, ensure_ascii=False)
 
 

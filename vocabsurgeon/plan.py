@@ -29,7 +29,7 @@ Operation = Literal["remap", "append", "auto", "resize"]
 SlotSource = Literal["placeholder", "padding", "new"]
 WeightsFormat = Literal["safetensors", "pytorch"]
 FileAction = Literal["copy", "rewrite", "edit", "convert", "create"]
-Form = Literal["as-is", "running-text"]
+Form = Literal["as-is", "running-text", "sentence-initial"]
 
 OPERATIONS: tuple[str, ...] = get_args(Operation)
 MODES: tuple[str, ...] = get_args(Mode)
@@ -52,7 +52,9 @@ class Placement:
     init: Init
     pieces: tuple[int, ...] = ()  # what the original tokenizer split it into (for subword-mean)
     #: "running-text": stored as the family's model produces the word mid-sentence (byte-level BPE: Ġword), so it is
-    #: one id after a space, not at the very start of a text; "as-is": as the normalizer leaves it
+    #: one id after a space; "sentence-initial": the word's form at the very start of a text where that differs (the
+    #: bare word in byte-level BPE), a second entry asked for with ``sentence_initial``; "as-is": as the
+    #: normalizer leaves it
     form: Form = "as-is"
 
 

@@ -53,6 +53,9 @@ class Options:
     pad_to_multiple_of: int | None = None
     weights_format: WeightsFormat | None = None
     seed: int = 0
+    #: also place each word's sentence-initial form where it differs from the running-text one (byte-level BPE:
+    #: ``hospitalization`` besides ``Ġhospitalization``), as a second entry with a row of its own
+    sentence_initial: bool = False
 
 
 def parse_tokens_file(text: str, *, path: str, special: bool = False) -> list[TokenRequest]:
@@ -101,12 +104,16 @@ def plan_tokens(
     placed: list[tuple[TokenRequest, str, Mode]] = []
     skipped: list[Skip] = []
     seen: dict[str, str] = {}
-    words: set[str] = set()  # contents that are word forms (the family's in-text form of a word)
+    forms: dict[str, Form] = {}  # contents that are word forms: the family's in-text (or initial) form of a word
+    policy: tuple[bool, list[str]] | None = None  # whether words can be stored so, and what that changes besides
     for request in requests:
         content = request.text if request.special else backend.normalize(request.text)
         if not content.strip():
             raise TokenRequestError(f"token {request.text!r} normalizes to an empty string")
         form = None if request.special else family.word_form(inventory.tokenizer_json, backend, request.text)
+        if form is not None:
+            policy = policy or _word_policy(inventory, backend)
+            form = form if policy[0] else None
         if form is not None:
             content = form
         if content in seen:
@@ -117,14 +124,16 @@ def plan_tokens(
             skipped.append(Skip(request.text, f"already in the vocabulary {where}"))
             continue
         if form is not None:
-            words.add(content)
+            forms[content] = "running-text"
             placed.append((request, content, "vocab"))
+            initial = _initial_form(backend, request.text, form) if options.sentence_initial else None
+            if initial is not None and initial not in known and initial not in seen:
+                seen[initial] = request.text
+                forms[initial] = "sentence-initial"
+                placed.append((dataclasses.replace(request, slot=None), initial, "vocab"))  # a slot of its own
         else:
             placed.append((request, content, _mode(request, content, backend, family.can_hold_whole_word())))
-    notes = []
-    if words:
-        pipeline = backend or load_backend(inventory)
-        notes = family.check_word_forms(inventory.tokenizer_json, inventory.tokenizer_config, pipeline)
+    notes = policy[1] if policy is not None else []
 
     rows = embedding_rows(inventory)
     capacity = rows if rows is not None else config_vocab_size(inventory.config)
@@ -151,10 +160,9 @@ def plan_tokens(
                 mode = "added"
         init = _init_for(request, options.init, slot)
         pieces: tuple[int, ...] = ()
+        stored = forms.get(content, "as-is")
         if init == "subword-mean":
-            word = request.text if content in words else None
-            init, pieces = _subword_pieces(content, backend, id_to_token, unk, word)
-        stored: Form = "running-text" if content in words else "as-is"
+            init, pieces = _subword_pieces(content, backend, id_to_token, unk, request.text, stored)
         placements.append(Placement(request.text, content, token_id, mode, slot, replaces, init, pieces, stored))
 
     top = max([p.id for p in placements], default=-1) + 1
@@ -163,12 +171,17 @@ def plan_tokens(
 
 
 def _subword_pieces(
-    content: str, backend: Backend, id_to_token: dict[int, str], unk: str | None, word: str | None = None
+    content: str, backend: Backend, id_to_token: dict[int, str], unk: str | None, word: str, form: Form
 ) -> tuple[Init, tuple[int, ...]]:
     """The pieces a subword-mean row averages: the ids the source splits the token into (a ``word`` stored in its
-    running-text form: the ids it gets in running text); ``mean`` instead where it knows none of them (the
-    neutral choice)."""
-    pieces = tuple(_word_pieces(word, backend) if word is not None else backend.encode(_piece_text(content, backend)))
+    running-text form: the ids it gets in running text; in its sentence-initial form: at a text's start);
+    ``mean`` instead where it knows none of them (the neutral choice)."""
+    if form == "running-text":
+        pieces = tuple(_word_pieces(word, backend))
+    elif form == "sentence-initial":
+        pieces = tuple(backend.encode(word))
+    else:
+        pieces = tuple(backend.encode(_piece_text(content, backend)))
     if not pieces or all(id_to_token.get(p) == unk for p in pieces):
         return "mean", ()
     return "subword-mean", pieces
@@ -385,6 +398,11 @@ def _check_requests(requests: Sequence[TokenRequest]) -> None:
             or "\n" in request.text
         ):
             raise TokenRequestError(f"token {request.text!r} contains a control character")
+        if not request.special and request.text != request.text.strip():
+            raise TokenRequestError(
+                f"token {request.text!r} begins or ends with whitespace; give the word alone (the space before a"
+                " word in running text is part of how it is stored)"
+            )
         counts[request.text] = counts.get(request.text, 0) + 1
     duplicated = [text for text, count in counts.items() if count > 1]
     if duplicated:
@@ -403,6 +421,39 @@ def _mode(request: TokenRequest, content: str, backend: Backend, whole_words: bo
             return "vocab"
         raise TokenRequestError(f"subword piece {request.text!r} would be split by the pre-tokenizer after {prefix!r}")
     return "vocab" if backend.pre_tokenize(content) == [content] else "added"
+
+
+def _word_policy(inventory: Inventory, pipeline: Backend) -> tuple[bool, list[str]]:
+    """Whether this tokenizer can hold words in their running-text form, and the notes on what that changes
+    besides them (see ``Family.check_word_forms``); where it cannot (the change would reach other text), words
+    stay added tokens, matched whole and not inside longer words, and the note says why."""
+    family = family_named(require_tokenizer(inventory).family)
+    try:
+        return True, family.check_word_forms(inventory.tokenizer_json, inventory.tokenizer_config, pipeline)
+    except UnsupportedCheckpointError as error:
+        return False, [f"words are added tokens here (matched whole, not inside a longer word): {error.message}"]
+
+
+def _decided_form(inventory: Inventory, pipeline: Backend, holds: bool, token: str, content: str) -> Form | None:
+    """The form the planner gives a non-special ``token`` stored as ``content``: as-is where the family holds no
+    word form for it (or, ``holds`` False, cannot hold words here), else running-text or sentence-initial; None for
+    a content the planner never stores the word as."""
+    family = family_named(require_tokenizer(inventory).family)
+    running = family.word_form(inventory.tokenizer_json, pipeline, token)
+    if running is None or not holds:
+        return "as-is"
+    if content == running:
+        return "running-text"
+    if content == _initial_form(pipeline, token, running):
+        return "sentence-initial"
+    return None
+
+
+def _initial_form(backend: Backend, text: str, form: str) -> str | None:
+    """The pre-token ``text`` is at a text's start, when it is one and differs from its running-text ``form``
+    (byte-level BPE adds no prefix space: ``hospitalization``, not ``Ġhospitalization``)."""
+    pieces = backend.pre_tokenize(backend.normalize(text))
+    return pieces[0] if len(pieces) == 1 and pieces[0] != form and pieces[0] else None
 
 
 def _word_pieces(text: str, backend: Backend) -> list[int]:
@@ -515,7 +566,7 @@ def check_plan_fits(inventory: Inventory, plan: Plan) -> Plan:
     unk = vocabulary.special_tokens.get("unk_token")
     free = {slot.id: slot.kind for slot in find_slots(inventory).slots}
     backend = load_backend(inventory) if any(p.init == "subword-mean" for p in plan.placements) else None
-    family = family_named(vocabulary.family)
+    holds: bool | None = None  # whether words can be stored in their forms here (decided once, when asked)
 
     def pipeline() -> Backend:
         return backend or load_backend(inventory, model=False)  # normalizing and pre-tokenizing need no model
@@ -534,14 +585,17 @@ def check_plan_fits(inventory: Inventory, plan: Plan) -> Plan:
             raise fail(
                 f"{where}.replaces", f"is {placement.replaces!r} but the source has {replaces!r} at id {placement.id}"
             )
-        if placement.form == "running-text":
-            form = family.word_form(inventory.tokenizer_json, pipeline(), placement.token)
-            if form != placement.content:
-                raise fail(f"{where}.form", f"is 'running-text' but the word's running-text form is {form!r}")
+        if placement.mode != "special":
+            if holds is None:
+                holds = _word_policy(inventory, load_backend(inventory))[0]
+            decided_form = _decided_form(inventory, pipeline(), holds, placement.token, placement.content)
+            if decided_form is None:
+                raise fail(f"{where}.content", f"is {placement.content!r}, not a form the planner stores the word in")
+            if placement.form != decided_form:
+                raise fail(f"{where}.form", f"is {placement.form!r} but the planner gives it {decided_form!r}")
         decided = None
         if backend is not None:
-            word = placement.token if placement.form == "running-text" else None
-            decided = _subword_pieces(placement.content, backend, id_to_token, unk, word)
+            decided = _subword_pieces(placement.content, backend, id_to_token, unk, placement.token, placement.form)
         if placement.init == "subword-mean" and decided != ("subword-mean", placement.pieces):
             raise fail(f"{where}.pieces", "are not the pieces the source splits the token into")
     for index, placement in enumerate(plan.placements):
@@ -553,9 +607,9 @@ def check_plan_fits(inventory: Inventory, plan: Plan) -> Plan:
     if plan.operation == "resize" and plan.placements:
         raise fail("operation", "is 'resize' but the plan places tokens")
     options = Options(init=plan.pad_init, weights_format=plan.weights_format, seed=plan.seed)
-    notes = []
-    if any(p.form == "running-text" for p in plan.placements):
-        notes = family.check_word_forms(inventory.tokenizer_json, inventory.tokenizer_config, load_backend(inventory))
+    notes: list[str] = []
+    if any(p.form != "as-is" for p in plan.placements):
+        notes = _word_policy(inventory, load_backend(inventory))[1]
     expected = _finish_plan(
         inventory,
         plan.operation,
@@ -567,6 +621,10 @@ def check_plan_fits(inventory: Inventory, plan: Plan) -> Plan:
         tuple(notes),
     )
     for field in dataclasses.fields(Plan):
-        if field.compare and field.name != "source" and getattr(expected, field.name) != getattr(plan, field.name):
+        # notes explain the decision, they are not part of it (a plan that falls back to added tokens has one)
+        skip = ("source", "notes")
+        if field.compare and field.name not in skip and getattr(expected, field.name) != getattr(plan, field.name):
             raise fail(field.name, "is not what its placements decide for the source")
-    return dataclasses.replace(expected, source=plan.source, fingerprints=plan.fingerprints)
+    return dataclasses.replace(
+        expected, source=plan.source, fingerprints=plan.fingerprints, notes=expected.notes or plan.notes
+    )

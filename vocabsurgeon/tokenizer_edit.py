@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from .backend import load_backend
 from .families import ModelEntry, TokenizerDocs, family_named
 from .inventory import Inventory
 from .plan import Placement
@@ -61,7 +62,8 @@ def apply_placements(
         renamed = placement.replaces is not None and model_vocab.get(placement.replaces) == placement.id
         if placement.mode == "vocab" or renamed:
             replaces = placement.replaces if renamed else None
-            entries.append(ModelEntry(placement.id, placement.content, replaces, placement.mode == "special"))
+            special, word = placement.mode == "special", placement.form != "as-is"
+            entries.append(ModelEntry(placement.id, placement.content, replaces, special, word))
         in_model[placement.id] = renamed or placement.mode == "vocab"
     if entries:
         family.set_model_entries(docs, entries)
@@ -70,24 +72,33 @@ def apply_placements(
     _set_added_tokens(docs, placements, listed, slow_vocabulary)
     whole = [p.content for p in placements if p.mode == "added" and in_model[p.id]]
     family.keep_whole(docs, whole)
-    family.finish_edit(docs, [p.content for p in placements if p.mode == "vocab"])
+    words = [p.content for p in placements if p.form != "as-is"]
+    family.finish_edit(docs, words, load_backend(inventory) if words else None)
     for placement in placements:
         if placement.mode == "special":
             _add_special(docs, placement.content)
 
 
 def added_entry(placement: Placement) -> dict[str, Any]:
-    """The tokenizers-library form of an added token (the key order tokenizers itself writes)."""
+    """The tokenizers-library form of an added token (the key order tokenizers itself writes). A word-like added
+    token (``COVID-19``, ``new york``: it begins and ends with a letter or digit) is ``single_word``, matched only
+    where no letter or digit touches it, so that it never matches inside a longer word (``COVID-190``)."""
     special = placement.mode == "special"
+    content = placement.content
     return {
         "id": placement.id,
-        "content": placement.content,
-        "single_word": False,
+        "content": content,
+        "single_word": not special and _word_char(content[0]) and _word_char(content[-1]),
         "lstrip": False,
         "rstrip": False,
         "normalized": not special,
         "special": special,
     }
+
+
+def _word_char(char: str) -> bool:
+    """A character tokenizers' ``single_word`` treats as part of a word."""
+    return char.isalnum() or char == "_"
 
 
 def _set_added_tokens(

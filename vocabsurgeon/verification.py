@@ -32,9 +32,10 @@ from typing import Any, Literal
 import numpy as np
 
 from .backend import Backend, load_backend
-from .checks import CONTINUING_PREFIX, LibraryTokenizer, check_tokenizer, is_continuation
+from .checks import CONTEXT, CONTINUING_PREFIX, WORD_SENTENCES, LibraryTokenizer, check_tokenizer, is_continuation
 from .checks import Check as Check
 from .errors import VerificationError
+from .families import family_named
 from .free_slots import is_placeholder
 from .inventory import Inventory, WeightSet, read_inventory, require_tokenizer
 from .vocab_tensors import config_vocab_size, find_vocab_biases, find_vocab_tables, find_vocab_tensors
@@ -47,7 +48,15 @@ SAMPLE_TEXTS = (
     "A quick brown fox jumps over the lazy dog, doesn't it?",
     "Numbers like 3.14, 1,000 and 2026-11-25 and symbols: @#$%^&*()!",
     "한국어 문장도 토큰화합니다. 日本語のテキスト。 Ünïcödé àccents.",
+    "Emoji 👩\u200d⚕️💉 and flags 🇰🇷, café, naïve, résumé, façade, Zürich",
+    "def f(x):\n    return x ** 2  # comment\n\tif x: pass",
+    "spaces    and\ttabs\t\tand\n\n\nnewlines   ",
+    "<0x41> <s> </s> <unk> [UNK] <|endoftext|> literal markers ▁ Ġ ##",
+    "Mixed: Ελληνικά, русский, العربية, עברית, हिन्दी",
 )
+#: the new tokens whose sentences and longer words are checked (evenly spread; each token's own id is checked for
+#: every token): a thousand-word surgery then costs a few hundred encodings more, not thousands
+TEXT_CHECKED_TOKENS = 100
 #: quick level: rows compared per tensor (evenly spaced, first and last included), besides the rows around each
 #: placed id; a misplaced offset or a swapped tensor changes every one of them
 SAMPLED_ROWS = 8
@@ -70,16 +79,17 @@ class Verifier:
         manifest_tokens = manifest_tokens_of(output) if tokens is None else tokens
         if self.level == "full":
             tokenizers = _load_tokenizers(output.root, self.slow)
-            originals = _load_tokenizers(source.root, self.slow) if source is not None else {}
+            originals = _load_tokenizers(source.root, self.slow, _generic_class(source, output)) if source else {}
         else:
             tokenizers = {"tokenizers": _library_tokenizer(output)}
             originals = {"tokenizers": _library_tokenizer(source)} if source is not None else {}
         for label, tokenizer in tokenizers.items():
             original = originals.get(label)
-            expected = None
+            expected = round_trips = None
+            tokens = manifest_tokens
             if source is not None and original is not None and not isinstance(original, Exception):
-                expected = _expected_encodings(original, source, load_backend(source), manifest_tokens)
-            checks += check_tokenizer(label, tokenizer, manifest_tokens, expected)
+                tokens, expected, round_trips = _text_checks(original, source, manifest_tokens)
+            checks += check_tokenizer(label, tokenizer, tokens, expected, round_trips)
         if source is not None:
             checks += list(_check_ids_kept(source, output, manifest_tokens))
         return checks
@@ -100,8 +110,13 @@ class Verifier:
         original = _library_tokenizer(source)
         if isinstance(original, Exception):
             return None
-        expected = _expected_encodings(original, source, load_backend(source), tokens)
-        request = {"tokenizer_json": str(output.path("tokenizer.json")), "tokens": tokens, "expected": expected}
+        words, expected, round_trips = _text_checks(original, source, tokens)
+        request = {
+            "tokenizer_json": str(output.path("tokenizer.json")),
+            "tokens": words,
+            "expected": expected,
+            "round_trips": round_trips,
+        }
         child = ChildCheck.start(request)
         return None if child is None else PendingChecks(self, output, source, tokens, child)
 
@@ -266,8 +281,20 @@ def _check_sizes(output: Inventory) -> Iterator[Check]:
         )
 
 
-def _load_tokenizers(root: Path, slow: bool) -> dict[str, Any]:
-    from transformers import AutoTokenizer
+def _generic_class(source: Inventory, output: Inventory) -> bool:
+    """Whether the surgery made the tokenizer class generic (PreTrainedTokenizerFast, so that transformers 5 loads
+    tokenizer.json as it is): the source is then compared as its tokenizer.json says too. With its own class
+    transformers 5 rebuilds some pipelines (Llama's: a Metaspace pre-tokenizer instead of the file's normalizer),
+    which the file, the tokenizers library and transformers 4.x do not follow."""
+    before = (source.tokenizer_config or {}).get("tokenizer_class")
+    after = (output.tokenizer_config or {}).get("tokenizer_class")
+    return before != after and after == "PreTrainedTokenizerFast" and source.has("tokenizer.json")
+
+
+def _load_tokenizers(root: Path, slow: bool, generic: bool = False) -> dict[str, Any]:
+    """The fast tokenizer (and, before transformers 5, the slow one) of ``root``; with ``generic``, the fast one
+    as PreTrainedTokenizerFast whatever the tokenizer class (see :func:`_generic_class`)."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
@@ -280,7 +307,9 @@ def _load_tokenizers(root: Path, slow: bool) -> dict[str, Any]:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                loaded[label] = AutoTokenizer.from_pretrained(str(root), use_fast=use_fast, local_files_only=True)
+                loader: Any = PreTrainedTokenizerFast if generic and use_fast else AutoTokenizer
+                kwargs = {} if loader is PreTrainedTokenizerFast else {"use_fast": use_fast}
+                loaded[label] = loader.from_pretrained(str(root), local_files_only=True, **kwargs)
         except Exception as error:  # report, don't crash: a tokenizer that does not load is the finding
             loaded[label] = error
     if "slow" in loaded and "fast" in loaded and type(loaded["slow"]) is type(loaded["fast"]):
@@ -292,6 +321,62 @@ def _transformers_major() -> int:
     import transformers
 
     return int(transformers.__version__.split(".")[0])
+
+
+def _text_checks(
+    original: Any, source: Inventory, tokens: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[tuple[str, list[int]]], list[str]]:
+    """What the tokenizer checks compare against the source (``original``, its tokenizer loaded the same way):
+
+    - ``tokens``, each word (running-text form) marked ``initial`` when the source puts the same form at a text's
+      start (SentencePiece families prepend ▁): then it must be one id there too;
+    - the texts that must encode as before: the sample texts without new tokens, and a word at a text's start
+      where its form differs there (byte-level BPE: the pieces stay, as documented);
+    - the sentences with new words (mid-sentence, at the start) that the source decodes to themselves: the output
+      must too.
+    """
+    backend = load_backend(source)
+    expected = _expected_encodings(original, source, backend, tokens)
+    keeps_longer = family_named(require_tokenizer(source).family).keeps_longer_words
+    texts = {str(t["token"]) for t in tokens if t.get("kind") != "special"}
+    sampled = {id(t) for t in _spread([t for t in tokens if t.get("kind") != "special"], TEXT_CHECKED_TOKENS)}
+    marked, round_trips = [], []
+    initial_placed = {str(t["token"]) for t in tokens if t.get("form") == "sentence-initial"}
+
+    def encoded(text: str) -> tuple[str, list[int]]:
+        return text, list(original.encode(text, add_special_tokens=False))
+
+    for token in tokens:
+        word, content = str(token["token"]), str(token.get("content", token["token"]))
+        if token.get("kind") == "special" or is_continuation(content):
+            marked.append(token)
+            continue
+        if id(token) in sampled:  # an added token too: it must come back as it went in
+            for text in (template.format(word, word) for template in WORD_SENTENCES):
+                if original.decode(original.encode(text, add_special_tokens=False)) == text:
+                    round_trips.append(text)
+        if token.get("form") != "running-text":
+            marked.append(token)
+            continue
+        initial = backend.pre_tokenize(backend.normalize(word)) == [content]
+        marked.append({**token, "initial": initial})
+        if not initial and word not in initial_placed:  # the pieces stay at a text's start, as documented
+            expected.append(encoded(WORD_SENTENCES[1].format(word)))
+        if id(token) in sampled:
+            # longer words around it keep their pieces: one it ends (every family), one it begins where the family
+            # promises so (BPE's whole-word lookup; Unigram's Viterbi may start a longer word with it); not one that
+            # holds another new word
+            longer = [f"{CONTEXT} pre{word}"] + ([f"{CONTEXT} {word}s", f"{CONTEXT} {word}x1"] if keeps_longer else [])
+            others = [t for t in texts if t != word and t not in word]
+            expected += [encoded(text) for text in longer if not any(other in text for other in others)]
+    return marked, expected, list(dict.fromkeys(round_trips))
+
+
+def _spread(items: list[Any], count: int) -> list[Any]:
+    """At most ``count`` of ``items``, evenly spread, first and last included."""
+    if len(items) <= count:
+        return items
+    return [items[round(i * (len(items) - 1) / (count - 1))] for i in range(count)]
 
 
 def _expected_encodings(
@@ -310,11 +395,13 @@ def _mentions(text: str, needles: list[str]) -> bool:
 
 
 def _sample_texts(source: Inventory) -> list[str]:
-    """Fixed sentences plus words drawn from the source vocabulary itself."""
+    """Fixed sentences plus words drawn from the source vocabulary itself, as the source decodes them (its
+    decoder knows its word-start marker: ``▁``, ``Ġ``, ``##``)."""
     vocabulary = require_tokenizer(source)
-    tokens = list(vocabulary.model_vocab)
-    step = max(1, len(tokens) // 1000)  # look at ~1,000 tokens spread over the vocabulary, keep up to 200 words
-    words = [t for t in tokens[::step] if t.isalpha() and len(t) > 2 and not is_placeholder(t)]
+    ids = sorted(vocabulary.model_vocab.values())
+    step = max(1, len(ids) // 1000)  # look at ~1,000 tokens spread over the vocabulary, keep up to 200 words
+    decoded = load_backend(source).tokenizer.decode_batch([[i] for i in ids[::step]], skip_special_tokens=True)
+    words = [w.strip() for w in decoded if w.strip().isalpha() and len(w.strip()) > 2 and not is_placeholder(w)]
     chosen = words[:: max(1, len(words) // 200)][:200]
     return list(SAMPLE_TEXTS) + [" ".join(chosen[i : i + 20]) for i in range(0, len(chosen), 20)]
 
@@ -329,6 +416,16 @@ def _check_ids_kept(source: Inventory, output: Inventory, tokens: list[dict[str,
         if after.get(idx) != token and not (idx in placed and is_placeholder(token))
     ]
     yield Check("original tokens keep their ids", not moved, "; ".join(moved[:3]))
+    # any other new entry of the model vocabulary would change some text (with ignore_merges on, every one does);
+    # an added token written into it at its own id (byte-level BPE mirrors them) is not new
+    output_vocabulary = require_tokenizer(output)
+    allowed = {str(t.get("content", t["token"])) for t in tokens} | {t.content for t in output_vocabulary.added}
+    stray = sorted(set(output_vocabulary.model_vocab) - set(require_tokenizer(source).model_vocab) - allowed)
+    yield Check(
+        "no vocabulary entry besides the new tokens",
+        not stray,
+        f"{len(stray)} entries the manifest does not name, e.g. {stray[0]!r}" if stray else "",
+    )
 
 
 def _check_weights_kept(

@@ -86,6 +86,15 @@ def init_option(operation: str) -> Callable[..., Any]:
     return click.option("--init", type=click.Choice(inits_for(operation)), default=None, help=init_help(operation))
 
 
+def initial_option(function: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--sentence-initial",
+        is_flag=True,
+        help="Also add each word's form at the very start of a text where it differs (byte-level BPE: the bare "
+        "word besides Ġword; one more id and row per word). Without it a word that opens a text keeps its pieces.",
+    )(function)
+
+
 def pad_option(function: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "--pad-to-multiple-of", type=click.IntRange(min=1), default=None, help="Round the rows up to a multiple of N."
@@ -117,15 +126,18 @@ def collect_requests(
 @write_options
 @init_option("remap")
 @click.option("--allow-append", is_flag=True, help="Append the tokens that do not fit in free slots.")
+@initial_option
 @pad_option
 @format_option
 def remap(model: str, **kwargs: Any) -> None:
     """Put new tokens into free slots of MODEL without a resize.
 
     Each token takes the lowest free slot ([unusedN] placeholders, then padding rows) unless pinned with
-    'token<TAB>id'. Tokens are stored as the tokenizer's own normalizer produces them; a word the
-    pre-tokenizer keeps whole becomes a vocabulary entry, one it would split (COVID-19, new york) an added
-    token matched whole, a special token a special added token. vocab.txt, tokenizer.json,
+    'token<TAB>id'. Tokens are stored as the tokenizer's own normalizer produces them, and a word as the
+    tokenizer's model produces it in running text (Ġword in byte-level BPE, ▁word in SentencePiece
+    families), so that it is one id mid-sentence and every text without it encodes as before; a string no
+    family form can hold (COVID-19 in BERT) is an added token matched whole, a special token a special added
+    token. vocab.txt, tokenizer.json,
     tokenizer_config.json and special_tokens_map.json are rewritten consistently; the slot rows are
     re-initialized (subword-mean: the mean of the rows of the pieces the original tokenizer splits the token
     into) and every other byte of the weights is copied. The output is verified, then renamed into place.
@@ -144,6 +156,7 @@ def remap(model: str, **kwargs: Any) -> None:
 @token_options
 @write_options
 @init_option("append")
+@initial_option
 @pad_option
 @format_option
 def append(model: str, **kwargs: Any) -> None:
@@ -198,6 +211,7 @@ def _surgery(model: str, operation: Operation, **kw: Any) -> None:
         pad_to_multiple_of=kw.get("pad_to_multiple_of"),
         weights_format=kw.get("weights_format"),
         resize_to=kw.get("resize_to"),
+        sentence_initial=kw.get("sentence_initial", False),
         fingerprints=kw["save_plan"] is not None,
     )
     if kw["save_plan"] is not None:

@@ -11,6 +11,8 @@ from ..checks import CONTEXT as CONTEXT
 from ..errors import CheckpointFormatError
 from ..vocabulary import AddedToken, Vocabulary
 
+METASPACE = "\u2581"  # ▁: SentencePiece's form of a space
+
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
@@ -73,6 +75,9 @@ class ModelEntry:
     token: str
     replaces: str | None = None
     special: bool = False
+    #: the token is a word's form (running-text ``▁word``, or sentence-initial): a SentencePiece model holds it as
+    #: it is
+    word: bool = False
 
 
 @dataclass
@@ -153,6 +158,9 @@ class Family:
             return dict(vocab)
         return {str(token): int(idx) for token, idx in vocab.items()}
 
+    #: whether a longer word that begins with a new word keeps its pieces (BPE looks a pre-token up whole; WordPiece's
+    #: longest-prefix match and Unigram's Viterbi may start it with the new token)
+    keeps_longer_words: ClassVar[bool] = False
     #: whether the model vocabulary must stay gap-free (vocab.txt lines, a Unigram list): a vocabulary entry
     #: placed past its end then becomes an added token
     dense_vocabulary: ClassVar[bool] = True
@@ -170,8 +178,9 @@ class Family:
         plan; raises UnsupportedCheckpointError when it would change how other text encodes."""
         return []
 
-    def finish_edit(self, docs: TokenizerDocs, words: list[str]) -> None:
-        """Called once every placement is in ``docs``, with the word forms placed (see :meth:`word_form`)."""
+    def finish_edit(self, docs: TokenizerDocs, words: list[str], pipeline: TextPipeline | None) -> None:
+        """Called once every placement is in ``docs``, with the word forms placed (see :meth:`word_form`) and the
+        source's pipeline (None when no word was placed)."""
 
     def can_hold_whole_word(self) -> bool:
         """Whether a word the pre-tokenizer keeps whole is matched whole once it is a vocabulary entry."""
@@ -186,6 +195,25 @@ class Family:
         if docs.tokenizer_json is not None:
             vocab = docs.tokenizer_json["model"]["vocab"]
             docs.tokenizer_json["model"]["vocab"] = replace_keys(vocab, entries)
+
+
+def running_text_form(pipeline: TextPipeline, text: str, marker: str) -> str | None:
+    """The pre-token the source makes of ``text`` after a word and a space, when it is one pre-token that starts
+    with the word-boundary ``marker`` (``Ġ``, ``▁``): the form the model must hold to produce the word in running
+    text. Two shapes of pipeline: one that splits words (byte-level BPE, Unigram's Metaspace with split: the form is
+    the last pre-token) and one that keeps the whole text one pre-token (SentencePiece BPE: Llama 2's normalizer,
+    Metaspace without split: the form is what follows the context). None otherwise (the pre-tokenizer splits the
+    text, or puts no marker before it)."""
+    context = pipeline.pre_tokenize(pipeline.normalize(CONTEXT))
+    pieces = pipeline.pre_tokenize(pipeline.normalize(f"{CONTEXT} {text}"))
+    form = None
+    if len(pieces) == len(context) + 1 and pieces[:-1] == context:
+        form = pieces[-1]
+    elif len(pieces) == len(context) == 1 and pieces[0].startswith(context[0]):
+        form = pieces[0][len(context[0]) :]
+    if form is None or not form.startswith(marker) or len(form) == len(marker):
+        return None
+    return form
 
 
 def parse_added(entry: Any, path: Path) -> AddedToken:

@@ -2,15 +2,19 @@
 XLM-R, ``tokenizer.model`` of Llama 2), kept in step for transformers 4.x's slow tokenizers, which read it and not
 tokenizer.json.
 
-A slot placement renames the slot's piece in the .model too, in place (same id, same score), as a USER_DEFINED
-piece: SentencePiece always extracts those whole. A special token keeps its exact text, since transformers 4.x
-splits special tokens off itself and maps them with ``piece_to_id``. Any other token is stored as SentencePiece's
-own normalizer turns it into before looking pieces up (``hospitalization`` -> ``▁hospitalization``, ``new york``
--> ``▁new▁york``), the only form in which ``sp_model.encode`` finds it as one piece: as the bare text it would come
-out as ``▁`` + the piece, and a text with a space would never match.
+A slot placement renames the slot's piece in the .model too, in place (same id), and a word appended right after
+the model's last piece is appended to it, so that the ids stay tokenizer.json's:
+- a word (stored in its running-text form, ``▁hospitalization``, SentencePiece's own form of it): in Unigram a
+  NORMAL piece with the score tokenizer.json gives it, so that SentencePiece's Viterbi decides as tokenizers' does;
+  in BPE a USER_DEFINED piece (score 0), which SentencePiece always extracts whole. SentencePiece BPE has no
+  whole-word lookup, so the slow tokenizer also takes the piece at the start of a longer word
+  (``▁hospitalization`` + ``s``), where the fast one keeps the longer word's pieces;
+- a special token keeps its exact text (4.x splits special tokens off itself and maps them with ``piece_to_id``);
+- any other token is stored as SentencePiece's own normalizer turns it into (``new york`` -> ``▁new▁york``), a
+  USER_DEFINED piece with the slot's score.
 
-The .model never grows: tokens appended past it live in added_tokens.json, where 4.x slow tokenizers learn them
-(see tokenizer_edit), so that their ids stay those of tokenizer.json.
+Other appended tokens live in added_tokens.json, where 4.x slow tokenizers learn them (see tokenizer_edit). A model
+whose ids are not tokenizer.json's (XLM-R's sit one below) is left as it is.
 """
 
 from __future__ import annotations
@@ -54,20 +58,27 @@ class SentencePieceFiles(Family):
                 outputs[name] = data
         return outputs
 
-    def rename_model_pieces(self, docs: TokenizerDocs, entries: list[ModelEntry]) -> None:
-        """Rename each renamed slot's piece in every SentencePiece model the checkpoint has."""
+    #: the piece type a word's running-text form gets in the SentencePiece model (see the module docstring)
+    word_piece_type: ClassVar[str] = "USER_DEFINED"
+
+    def rename_model_pieces(
+        self, docs: TokenizerDocs, entries: list[ModelEntry], scores: dict[str, float] | None = None
+    ) -> None:
+        """Rename each renamed slot's piece in every SentencePiece model the checkpoint has, and append the words
+        placed right after its last piece; ``scores`` by word (Unigram), else a word keeps the slot's score."""
         for name in self.model_files:
             if name in docs.side:
-                rename_slots(docs.side[name], entries)
+                rename_slots(docs.side[name], entries, self.word_piece_type, scores or {})
+                append_words(docs.side[name], entries, self.word_piece_type, scores or {})
 
 
-def rename_slots(model: Any, entries: list[ModelEntry]) -> None:
+def rename_slots(model: Any, entries: list[ModelEntry], word_type: str, scores: dict[str, float]) -> None:
     """Rename, in ``model`` (a ModelProto), the piece of each entry that renames a placeholder.
 
-    Entries past the end of the model (appended tokens) are not its business. If the model does not hold an entry's
-    placeholder at that entry's id, it does not share tokenizer.json's ids (XLM-R's pieces sit one id below their
-    fairseq ids, or the file is stale): renaming by id would overwrite some other piece, so the file is left as it
-    is, and transformers 4.x's slow tokenizer keeps its old view of those ids.
+    Entries past the end of the model (appended tokens) are not its business here. If the model does not hold an
+    entry's placeholder at that entry's id, it does not share tokenizer.json's ids (XLM-R's pieces sit one id below
+    their fairseq ids, or the file is stale): renaming by id would overwrite some other piece, so the file is left
+    as it is, and transformers 4.x's slow tokenizer keeps its old view of those ids.
     """
     from ..formats.sentencepiece_model import normalizer, piece_index, rename_piece
 
@@ -81,11 +92,28 @@ def rename_slots(model: Any, entries: list[ModelEntry]) -> None:
     for entry in renames:
         del pieces[entry.replaces]  # type: ignore[arg-type]  # replaces is set for every rename
     for entry in renames:
-        candidates = [entry.token] if entry.special else [processor.normalize(entry.token), entry.token]
+        # a word's running-text form is SentencePiece's own already; a special token keeps its exact text
+        exact = entry.word or entry.special
+        candidates = [entry.token] if exact else [processor.normalize(entry.token), entry.token]
         # the normalized form may already be an ordinary piece (``▁hospital``): SentencePiece refuses a model with
         # a duplicated piece, so the exact text is the fallback (4.x then finds it after a ``▁`` piece)
         piece = next((c for c in candidates if c and c not in pieces), None)
         if piece is None:  # only a special token whose text is a piece elsewhere: no valid rename, it stays
             pieces[entry.replaces] = entry.id  # type: ignore[index]
             continue
-        rename_piece(model, entry.id, piece, "USER_DEFINED", pieces=pieces)
+        rename_piece(model, entry.id, piece, word_type if entry.word else "USER_DEFINED", pieces=pieces)
+        if entry.word and entry.token in scores:
+            model.pieces[entry.id].score = scores[entry.token]
+
+
+def append_words(model: Any, entries: list[ModelEntry], word_type: str, scores: dict[str, float]) -> None:
+    """Append to ``model`` the words placed at the ids right after its last piece, in id order, as long as the
+    ids follow on (a model whose ids are not tokenizer.json's, XLM-R's, is never reached: its ids lag behind)."""
+    from ..formats.sentencepiece_model import append_piece, piece_index
+
+    words = sorted((e for e in entries if e.word and e.replaces is None), key=lambda e: e.id)
+    pieces = piece_index(model) if words else {}
+    for entry in words:
+        if entry.id != len(model.pieces) or entry.token in pieces:
+            break
+        append_piece(model, entry.token, scores.get(entry.token, 0.0), word_type, pieces=pieces)
