@@ -163,7 +163,7 @@ def test_a_failing_surgery_stops_its_child(
     with pytest.raises(OSError, match="No space left"):
         vocabsurgeon.append(llama_dir, tmp_path / "outs" / "out", tokens=["zqxjvv"])
     assert in_child.processes[0].poll() is not None
-    assert [p.name for p in (tmp_path / "outs").iterdir()] == []
+    assert not (tmp_path / "outs").exists()  # the parent it created for the output is gone again
 
 
 def test_the_child_check_reports_a_wrong_encoding(llama_dir: Path) -> None:

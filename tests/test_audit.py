@@ -255,18 +255,27 @@ def test_added_tokens_decoder_disagrees(bert_dir: Path) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-def test_duplicated_vocab_line(bert_dir: Path) -> None:
-    lines = read_lines(bert_dir / "vocab.txt")
-    duplicate = lines[1500]
-    write_lines(bert_dir / "vocab.txt", [*lines, duplicate])
-    assert only(bert_dir, "duplicate-vocab-line") == {
-        "severity": "warning",
-        "code": "duplicate-vocab-line",
-        "message": f"vocab.txt repeats 1 tokens ({duplicate!r}): the later line wins, the earlier id is dead",
-    }
-    result = run("audit", bert_dir)
+def test_duplicated_placeholder_vocab_line(tmp_path: Path) -> None:
+    """A repeated placeholder only loses a slot: a warning (any other repeated token is an error, see
+    test_audit_hardening.py)."""
+    from checkpoints import build_bert
+
+    model = build_bert(tmp_path / "slow", tokenizer_json=False)
+    lines = read_lines(model / "vocab.txt")
+    lines[-1] = "[unused5]"
+    write_lines(model / "vocab.txt", lines)
+    assert findings(model) == [
+        {"severity": "warning", "code": "sparse-ids", "message": "1 ids below 1999 belong to no token"},
+        {
+            "severity": "warning",
+            "code": "duplicate-vocab-line",
+            "message": "vocab.txt repeats '[unused5]' (ids 6 and 1999): transformers keeps the last line,"
+            " so id 6 belongs to no token",
+        },
+    ]
+    result = run("audit", model)
     assert result.exit_code == 0
-    assert result.stdout.startswith(f"{bert_dir}: ok, 1 warning\n  warning duplicate-vocab-line: vocab.txt repeats")
+    assert result.stdout.startswith(f"{model}: ok, 2 warnings\n  warning sparse-ids: ")
 
 
 def test_extra_special_tokens_list(bert_dir: Path) -> None:
@@ -327,14 +336,15 @@ def test_several_findings_in_check_order(bert_dir: Path) -> None:
     write_lines(bert_dir / "vocab.txt", [*read_lines(bert_dir / "vocab.txt"), "the"])
     assert codes(bert_dir) == [
         ("error", "config-embedding-mismatch"),
-        ("warning", "duplicate-vocab-line"),
+        ("error", "duplicate-vocab-line"),
+        ("error", "vocab-txt-mismatch"),
         ("error", "special-token-missing"),
         ("error", "config-token-id-out-of-range"),
     ]
     result = run("audit", bert_dir)
     assert result.exit_code == 1
-    assert result.stdout.startswith(f"{bert_dir}: 3 errors, 1 warning\n")
-    assert result.stdout.count("\n") == 5
+    assert result.stdout.startswith(f"{bert_dir}: 5 errors, 0 warnings\n")
+    assert result.stdout.count("\n") == 6
 
 
 def test_json_document_structure(bert_dir: Path, bert_grown_dir: Path) -> None:
@@ -400,7 +410,8 @@ def test_library_report(bert_grown_dir: Path) -> None:
 
 
 def test_duplicated_vocab_line_in_slow_only_checkpoint(tmp_path: Path) -> None:
-    """Without tokenizer.json the last duplicate wins (as in BertTokenizer); the earlier id belongs to no token."""
+    """Without tokenizer.json the last duplicate wins (as in BertTokenizer); the earlier id belongs to no token.
+    A repeated word is an error: it now encodes to the last line's row."""
     from checkpoints import build_bert
 
     model = build_bert(tmp_path / "slow", tokenizer_json=False)
@@ -411,8 +422,9 @@ def test_duplicated_vocab_line_in_slow_only_checkpoint(tmp_path: Path) -> None:
     assert findings(model) == [
         {"severity": "warning", "code": "sparse-ids", "message": "1 ids below 1999 belong to no token"},
         {
-            "severity": "warning",
+            "severity": "error",
             "code": "duplicate-vocab-line",
-            "message": "vocab.txt repeats 1 tokens ('the'): the later line wins, the earlier id is dead",
+            "message": "vocab.txt repeats 'the' (ids 303 and 1999): transformers keeps the last line,"
+            " so id 303 belongs to no token",
         },
     ]

@@ -27,7 +27,6 @@ from safetensors.numpy import load_file
 from transformers import AutoTokenizer
 
 import vocabsurgeon
-import vocabsurgeon.apply as apply_module
 from vocabsurgeon.cli import main
 from vocabsurgeon.formats import safetensors_stream
 from vocabsurgeon.free_slots import find_slots, is_placeholder
@@ -452,10 +451,11 @@ def test_existing_output_needs_force(bert_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
     (out / "old.txt").write_text("old")
+    (out / "vocabsurgeon.json").write_text("{}")  # an earlier output: what --force may replace
     result = invoke("remap", bert_dir, "--out", out, "--token", "zqa")
     assert result.exit_code == 1
     assert error_line(result) == f"vocabsurgeon: error: {out}: already exists; pass --force to replace it"
-    assert os.listdir(out) == ["old.txt"]
+    assert sorted(os.listdir(out)) == ["old.txt", "vocabsurgeon.json"]
 
     result = invoke("remap", bert_dir, "--out", out, "--token", "zqa", "--force")
     assert result.exit_code == 0, result.output
@@ -547,27 +547,25 @@ def test_subword_piece_remap_passes_verification(bert_dir: Path, tmp_path: Path)
 # ------------------------------------------------------------------------------------------------ failure injection
 
 
-class _FailingOs:
-    """``os`` as vocabsurgeon.apply sees it, with a ``replace`` that fails when ``fails(src, dst)``; the real os
-    module (used by pytest, tempfile, transformers ...) is left alone."""
+def _failing_rename(fails: Callable[[str, str], bool]) -> Callable[[Path, Path], None]:
+    """outputs._rename_no_replace, failing when ``fails(src, dst)``."""
+    from vocabsurgeon import outputs
 
-    def __init__(self, fails: Callable[[str, str], bool]) -> None:
-        self._fails = fails
+    real = outputs._rename_no_replace
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(os, name)
-
-    def replace(self, src: Any, dst: Any) -> None:
-        if self._fails(str(src), str(dst)):
+    def rename(src: Path, dst: Path) -> None:
+        if fails(str(src), str(dst)):
             raise OSError(errno.EXDEV, "Invalid cross-device link (injected)")
-        os.replace(src, dst)
+        real(src, dst)
+
+    return rename
 
 
 def test_failed_rename_leaves_nothing(minilm_src: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     parent = tmp_path / "outs"
     parent.mkdir()
     before = tree_hashes(minilm_src)
-    monkeypatch.setattr(apply_module, "os", _FailingOs(lambda src, dst: True))
+    monkeypatch.setattr("vocabsurgeon.outputs._rename_no_replace", _failing_rename(lambda src, dst: True))
     with pytest.raises(OSError, match="injected"):
         library_remap(minilm_src, parent / "out", MINILM_REQUESTS)
     assert os.listdir(parent) == []
@@ -585,11 +583,14 @@ def test_failed_forced_replace_restores_the_old_output(
     out = tmp_path / "out"
     out.mkdir()
     (out / "old.txt").write_text("old")
+    (out / "vocabsurgeon.json").write_text("{}")  # an earlier output: what --force may replace
     before = tree_hashes(bert_dir)
-    monkeypatch.setattr(apply_module, "os", _FailingOs(lambda src, dst: src.endswith(".vocabsurgeon-tmp")))
+    failing = _failing_rename(lambda src, dst: src.endswith(".vocabsurgeon-tmp"))
+    monkeypatch.setattr("vocabsurgeon.outputs._rename_no_replace", failing)
     result = invoke("remap", bert_dir, "--out", out, "--token", "zqa", "--force")
     assert result.exit_code == 1
-    assert os.listdir(out) == ["old.txt"]
+    assert "injected" in result.stderr
+    assert sorted(os.listdir(out)) == ["old.txt", "vocabsurgeon.json"]
     assert (out / "old.txt").read_text() == "old"
     assert dot_entries(tmp_path) == []
     assert tree_hashes(bert_dir) == before

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-import secrets
 import shutil
-import tempfile
 import threading
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +29,7 @@ from .fingerprints import fingerprint_files
 from .formats.json_file import JsonStyle, dump_json
 from .formats.weights import Progress, TensorEdit
 from .inventory import MANIFEST, Inventory, WeightSet, known_documents, read_inventory, with_weights
+from .outputs import check_replaceable, claimed, copy_permissions, make_staging, move_into_place, remove_stale
 from .plan import Plan
 from .planner import check_plan_fits
 from .rows import compute_edit, placeholder_edit
@@ -51,6 +50,8 @@ class Result:
     files_written: tuple[str, ...]
     files_copied: tuple[str, ...]
     verification: Level | None
+    #: staging directories of killed surgeries to the same output, removed before this one began
+    removed_leftovers: tuple[Path, ...] = ()
 
     @property
     def verified(self) -> bool:
@@ -73,7 +74,22 @@ def execute_plan(
     A plan with fingerprints (a saved plan) is applied only to the source it was made from, byte for byte: every
     source file is hashed first, and the files the plan rewrites must render to the content it records."""
     target = Path(out).expanduser().absolute()
+    with claimed(target):
+        return _execute_claimed(inventory, plan, target, force, verify, progress, extra_manifest)
+
+
+def _execute_claimed(
+    inventory: Inventory,
+    plan: Plan,
+    target: Path,
+    force: bool,
+    verify: Verifier | None,
+    progress: Progress | None,
+    extra_manifest: dict[str, Any] | None,
+) -> Result:
+    """execute_plan holding the output's lock."""
     _check_output(inventory, target, force)
+    leftovers = remove_stale(target)
     fingerprints = None
     if plan.fingerprints and plan.origin is inventory:
         fingerprints = plan.fingerprints  # taken of this very read of the source just now (--save-plan and apply)
@@ -93,32 +109,31 @@ def execute_plan(
     if plan.origin is not inventory:  # a plan loaded from a file, or made from another read of a source
         plan = check_plan_fits(inventory, plan)
     rendered, documents = plan.rendered, plan.documents
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = _make_staging(target)
+    staging = target  # until it exists: removing nothing on the way out (target does not exist, or is kept)
     try:
+        staging = make_staging(target)
         written, copied, checks = _build(
             inventory, plan, rendered, documents, staging, progress, fingerprints, extra_manifest, verify
         )
         raise_on_failures(checks, target)  # names the output the user asked for, not the staging directory
-        _move_into_place(staging, target)
+        copy_permissions(inventory.root, staging)
+        move_into_place(staging, target, replace=force)
+    except OSError as error:
+        _remove(staging, target)
+        if error.filename is None:  # a write that failed (a full disk): name the output it was for
+            raise OSError(error.errno, error.strerror or str(error), str(target)) from error
+        raise
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        _remove(staging, target)
         raise
     verification = verify.level if verify is not None else None
-    return Result(target, plan, tuple(written), tuple(copied), verification)
+    removed = tuple(leftover.path for leftover in leftovers)
+    return Result(target, plan, tuple(written), tuple(copied), verification, removed)
 
 
-def _make_staging(target: Path) -> Path:
-    """A new hidden directory beside ``target`` with the permissions mkdir gives (mkdtemp's 0700 would make the
-    renamed output private)."""
-    for _ in range(100):
-        staging = target.parent / f".{target.name}.{secrets.token_hex(4)}.vocabsurgeon-tmp"
-        try:
-            staging.mkdir()
-        except FileExistsError:
-            continue
-        return staging
-    raise FileExistsError(f"cannot create a temporary directory beside {target}")
+def _remove(staging: Path, target: Path) -> None:
+    if staging != target:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _check_output(inventory: Inventory, target: Path, force: bool) -> None:
@@ -130,23 +145,8 @@ def _check_output(inventory: Inventory, target: Path, force: bool) -> None:
         raise OutputExistsError("exists and is not a directory", path=target)
     if target.exists() and not force:
         raise OutputExistsError("already exists", path=target, hint="pass --force to replace it")
-
-
-def _move_into_place(staging: Path, target: Path) -> None:
-    """rename(2) is atomic for the new directory; an old one is moved aside first and removed after."""
-    old = None
-    if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".vocabsurgeon-old", dir=target.parent))
-        os.rmdir(old)
-        os.replace(target, old)
-    try:
-        os.replace(staging, target)
-    except BaseException:
-        if old is not None:
-            os.replace(old, target)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    if force:
+        check_replaceable(target)
 
 
 def _build(

@@ -197,6 +197,10 @@ def run_one(model: str, output: str, recipe: Recipe, dry_run: bool, verify: Leve
         return _run_one(Path(model), Path(output), recipe, dry_run, verify, start)
     except VocabSurgeonError as error:
         return Outcome(model, output, "failed", seconds=time.perf_counter() - start, reason=str(error))
+    except OSError as error:  # the machine said no: a full disk, a permission (as the CLI reports it)
+        where = f": {error.filename}" if error.filename else f": {output}"
+        reason = f"{error.strerror or error}{where}; nothing was written"
+        return Outcome(model, output, "failed", seconds=time.perf_counter() - start, reason=reason)
     except Exception as error:  # isolate a bug to its directory too
         reason = f"internal error: {type(error).__name__}: {error}"
         return Outcome(model, output, "failed", seconds=time.perf_counter() - start, reason=reason)
@@ -204,15 +208,10 @@ def run_one(model: str, output: str, recipe: Recipe, dry_run: bool, verify: Leve
 
 def _run_one(model: Path, output: Path, recipe: Recipe, dry_run: bool, verify: Level | None, start: float) -> Outcome:
     from .api import apply_plan, plan_surgery
-    from .auditing import audit
     from .fingerprints import fingerprint_files
     from .inventory import MANIFEST, read_inventory
 
-    inventory = read_inventory(model)
-    report = audit(inventory)
-    if not report.ok:
-        first = next(f for f in report.findings if f.severity == "error")
-        raise VocabSurgeonError(f"inconsistent checkpoint ({first.code}: {first.message})", path=model)
+    inventory = read_inventory(model)  # an inconsistent one is refused by the planner, as in every surgery
     force = False
     if output.exists():
         manifest_path = output / MANIFEST
@@ -274,10 +273,40 @@ def run_batch(
 
         # spawn, not fork: a forked child inherits locks held by the parent's threads (tokenizers' and torch's
         # thread pools, a caller's own) and can hang forever; spawned workers start clean.
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {pool.submit(run_one, str(m), str(outputs[m]), recipe, dry_run, verify): m for m in models}
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_start, initargs=(os.getpid(),)) as pool:
+            futures = {pool.submit(_work, str(m), str(outputs[m]), recipe, dry_run, verify): m for m in models}
             for future in as_completed(futures):
                 results[futures[future]] = future.result()
                 if on_done:
                     on_done(results[futures[future]])
     return [results[model] for model in models]
+
+
+def _work(model: str, output: str, recipe: Recipe, dry_run: bool, verify: Level | None) -> Outcome:
+    """run_one in a worker: interrupted (its parent died, or SIGTERM), the surgery removes its staging directory and
+    the worker exits, rather than wait for more work from a parent that is gone."""
+    try:
+        return run_one(model, output, recipe, dry_run, verify)
+    except KeyboardInterrupt as error:
+        from .interrupts import exit_code
+
+        os._exit(exit_code(error))
+
+
+def _worker_start(parent: int) -> None:
+    """In each batch worker: die with the parent (a SIGKILLed batch must not leave workers writing outputs), and
+    treat SIGTERM as an interruption, so that the surgery under way removes its staging directory."""
+    import ctypes
+    import signal
+
+    from .interrupts import install
+
+    install()
+    try:
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: the check below and the pool's own broken-pipe handling remain
+        pass
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)

@@ -20,11 +20,21 @@ class VocabSurgeonError(Exception):
         self.path = Path(path) if path is not None else None
         self.hint = hint
 
+    @property
+    def code(self) -> str:
+        """The error's kind for scripts (``--json``): the class name in kebab case, ``OutputExistsError`` ->
+        ``output-exists``."""
+        return kebab(type(self).__name__.removesuffix("Error"))
+
     def __str__(self) -> str:
         text = f"{self.path}: {self.message}" if self.path is not None else self.message
         if self.hint:
             text = f"{text}; {self.hint}"
         return text
+
+
+def kebab(name: str) -> str:
+    return "".join(f"-{c.lower()}" if c.isupper() and i else c.lower() for i, c in enumerate(name))
 
 
 class CheckpointNotFoundError(VocabSurgeonError, FileNotFoundError):
@@ -37,6 +47,11 @@ class CheckpointFormatError(VocabSurgeonError, ValueError):
 
 class UnsupportedCheckpointError(VocabSurgeonError, ValueError):
     """The checkpoint is valid but uses something this version cannot operate on."""
+
+
+class InconsistentCheckpointError(VocabSurgeonError, ValueError):
+    """Tokenizer, config and weights of the source disagree (what ``audit`` reports as an error): a surgery
+    refuses it before writing anything, with the fix to run."""
 
 
 class TokenRequestError(VocabSurgeonError, ValueError):
@@ -70,6 +85,5 @@ class VerificationError(VocabSurgeonError):
 
 
 class RecipeError(VocabSurgeonError, ValueError):
-    """A batch recipe is malformed: unknown key, wrong type, unreadable file."""
-
-    exit_code = 2
+    """A batch recipe is malformed: unknown key, wrong type, unreadable file. Exit 1, as for a missing recipe and a
+    bad tokens file: a file's content is wrong, not the command line."""

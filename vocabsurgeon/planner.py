@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from .backend import Backend, load_backend
 from .errors import (
+    InconsistentCheckpointError,
     NotEnoughSlotsError,
     PlanError,
     SourceChangedError,
@@ -94,6 +95,7 @@ def plan_tokens(
     vocabulary = require_tokenizer(inventory)
     if operation == "resize":
         raise ValueError("use plan_resize for resize")
+    require_consistent(inventory)
     if not requests:
         raise TokenRequestError("no tokens given; use --token, --special-token or --tokens-file")
     backend = backend or load_backend(inventory)
@@ -132,7 +134,9 @@ def plan_tokens(
                 forms[initial] = "sentence-initial"
                 placed.append((dataclasses.replace(request, slot=None), initial, "vocab"))  # a slot of its own
         else:
-            placed.append((request, content, _mode(request, content, backend, family.can_hold_whole_word())))
+            limit = family.longest_word(inventory.tokenizer_json)
+            whole = family.can_hold_whole_word() and (limit is None or len(content) <= limit)
+            placed.append((request, content, _mode(request, content, backend, whole)))
     notes = policy[1] if policy is not None else []
 
     rows = embedding_rows(inventory)
@@ -170,6 +174,24 @@ def plan_tokens(
     return _finish_plan(inventory, operation, placements, skipped, capacity, rows_after, options, tuple(notes))
 
 
+#: the inconsistencies resize exists to repair
+RESIZE_REPAIRS = ("tokenizer-exceeds-embeddings", "config-embedding-mismatch")
+
+
+def require_consistent(inventory: Inventory, *, repairs: Sequence[str] = ()) -> None:
+    """One rule for an inconsistent source, in every surgery: what audit reports as an error (but ``repairs``, the
+    ones this surgery repairs) is refused before anything is written, with audit's message and the fix it names."""
+    from .auditing import audit
+
+    errors = [f for f in audit(inventory).findings if f.severity == "error" and f.code not in repairs]
+    if errors:
+        more = f" (and {len(errors) - 1} more: vocabsurgeon audit {inventory.source})" if len(errors) > 1 else ""
+        raise InconsistentCheckpointError(
+            f"inconsistent checkpoint ({errors[0].code}: {errors[0].message}){more}; nothing was written",
+            path=inventory.root,
+        )
+
+
 def _subword_pieces(
     content: str, backend: Backend, id_to_token: dict[int, str], unk: str | None, word: str, form: Form
 ) -> tuple[Init, tuple[int, ...]]:
@@ -190,6 +212,7 @@ def _subword_pieces(
 def plan_resize(inventory: Inventory, to: int | None = None, options: Options = Options()) -> Plan:
     """Bring config and weights in line with the tokenizer (``to=None``) or grow them to ``to`` rows."""
     vocabulary = require_tokenizer(inventory)
+    require_consistent(inventory, repairs=RESIZE_REPAIRS)
     rows = embedding_rows(inventory)
     if rows is None:
         raise UnsupportedCheckpointError(
@@ -393,10 +416,9 @@ def _check_requests(requests: Sequence[TokenRequest]) -> None:
     for request in requests:
         if not request.text or not request.text.strip():
             raise TokenRequestError(f"empty or whitespace-only token {request.text!r}")
-        if (
-            any(unicodedata.category(ch) in {"Cc", "Cs"} and ch not in "\t" for ch in request.text)
-            or "\n" in request.text
-        ):
+        if "\t" in request.text:
+            raise TokenRequestError(f"token {request.text!r} contains a tab (normalizers turn it into a space)")
+        if any(unicodedata.category(ch) in {"Cc", "Cs"} for ch in request.text):
             raise TokenRequestError(f"token {request.text!r} contains a control character")
         if not request.special and request.text != request.text.strip():
             raise TokenRequestError(

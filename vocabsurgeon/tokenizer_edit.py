@@ -74,9 +74,7 @@ def apply_placements(
     family.keep_whole(docs, whole)
     words = [p.content for p in placements if p.form != "as-is"]
     family.finish_edit(docs, words, load_backend(inventory) if words else None)
-    for placement in placements:
-        if placement.mode == "special":
-            _add_special(docs, placement.content)
+    _add_special(docs, [p.content for p in placements if p.mode == "special"])
 
 
 def added_entry(placement: Placement) -> dict[str, Any]:
@@ -135,28 +133,37 @@ def _set_added_tokens(
             docs.added_tokens_json[placement.content] = placement.id
 
 
-def _add_special(docs: TokenizerDocs, content: str) -> None:
+def _add_special(docs: TokenizerDocs, contents: list[str]) -> None:
     """transformers 4.x reads ``additional_special_tokens``; 5.x converts it to ``extra_special_tokens`` unless a
     list of those is already present, in which case that list is extended too. A list is never created under
-    ``extra_special_tokens``: transformers 4.47-4.57 crash on one (they expect a dict there)."""
-    for document, create in ((docs.tokenizer_config, True), (docs.special_tokens_map, True)):
+    ``extra_special_tokens``: transformers 4.47-4.57 crash on one (they expect a dict there). All at once: one pass
+    over each list, however many tokens (appending them one by one rescanned the list each time)."""
+    if not contents:
+        return
+    for document in (docs.tokenizer_config, docs.special_tokens_map):
         if document is None:
             continue
         existing = document.get("additional_special_tokens")
-        if existing is None and create:
+        if existing is None:
             existing = []
         if isinstance(existing, list):
-            document["additional_special_tokens"] = _append_token(existing, content)
+            document["additional_special_tokens"] = _append_tokens(existing, contents)
         extra = document.get("extra_special_tokens")
         if isinstance(extra, list):
-            document["extra_special_tokens"] = _append_token(extra, content)
+            document["extra_special_tokens"] = _append_tokens(extra, contents)
 
 
-def _append_token(values: list[Any], content: str) -> list[Any]:
-    if any((v.get("content") if isinstance(v, dict) else v) == content for v in values):
+def _append_tokens(values: list[Any], contents: list[str]) -> list[Any]:
+    present = {v.get("content") if isinstance(v, dict) else v for v in values}
+    new = [c for c in dict.fromkeys(contents) if c not in present]
+    if not new:
         return values
     if values and isinstance(values[0], dict):
         template = dict(values[0])
-        template.update(content=content, lstrip=False, rstrip=False, single_word=False, normalized=False)
-        return [*values, template]
-    return [*values, content]
+        entries: list[Any] = []
+        for content in new:
+            entry = dict(template)
+            entry.update(content=content, lstrip=False, rstrip=False, single_word=False, normalized=False)
+            entries.append(entry)
+        return [*values, *entries]
+    return [*values, *new]

@@ -438,6 +438,15 @@ def _check_weights_kept(
     for before, after in zip(source.weights, output.weights, strict=False):
         if before.format != after.format:
             continue
+        missing = sorted(set(before.specs) - set(after.specs))
+        extra = sorted(set(after.specs) - set(before.specs))
+        yield Check(
+            "the same tensors as the source",
+            not missing and not extra,
+            f"missing {missing[:3]}, extra {extra[:3]}" if missing or extra else f"{len(before.specs)} tensors",
+        )
+        if missing:
+            continue  # another checkpoint: nothing more to compare tensor by tensor
         vocab = find_vocab_tensors(before.specs, source.config)
         tables = tuple(table.spec for table in find_vocab_tables(before.specs, source.config))
         vocab_names = {spec.name for spec in (*vocab.all, *tables)} if vocab else set()

@@ -35,9 +35,12 @@ class Vocabulary:
 
     @cached_property
     def id_to_token(self) -> dict[int, str]:
+        """The token of each id. An added token on an id the model vocabulary (or an earlier added token) already
+        gives another token does not take it: the tokenizers library moves such a token to a new id (audit reports
+        it as ``duplicate-id``)."""
         table = {idx: token for token, idx in self.model_vocab.items()}
         for token in self.added:
-            table[token.id] = token.content
+            table.setdefault(token.id, token.content)
         return table
 
     @cached_property

@@ -12,7 +12,7 @@ from ..batch import Outcome, expand_models, read_recipe, run_batch
 from ..verification import Level
 from . import main
 from .output import emit_json, json_option, table
-from .surgery import verify_options
+from .surgery import verify_choice, verify_options
 
 
 @main.command()
@@ -68,7 +68,7 @@ def batch(
         where = "" if detail else f" {outcome.model}"
         click.echo(f"{prefix}[{done[0]}/{len(directories)}] {outcome.status:<7}{where}{detail}", err=True)
 
-    verify = None if no_verify else verify_level
+    verify = verify_choice(verify_level, no_verify)
     outcomes = run_batch(parsed, directories, out_root, jobs=jobs, dry_run=dry_run, verify=verify, on_done=report)
     failed = [o for o in outcomes if o.status == "failed"]
     if as_json:

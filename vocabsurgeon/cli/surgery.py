@@ -16,7 +16,7 @@ from ..inits import init_help, inits_for
 from ..inventory import Inventory, read_inventory
 from ..plan import Operation, Plan, load_plan, save_plan
 from ..planner import TokenRequest
-from ..verification import LEVELS, verify_checkpoint
+from ..verification import LEVELS, Level, verify_checkpoint
 from . import main
 from .output import emit_json, json_option, table
 
@@ -79,6 +79,16 @@ verify_options = [
     ),
     click.option("--no-verify", is_flag=True, help="Do not check the output."),
 ]
+
+
+def verify_choice(verify_level: Level, no_verify: bool) -> Level | None:
+    """The verification asked for; ``--verify LEVEL`` given with ``--no-verify`` is a usage error."""
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context()
+    if no_verify and ctx.get_parameter_source("verify_level") not in (ParameterSource.DEFAULT, None):
+        raise click.UsageError(f"--verify {verify_level} and --no-verify contradict each other; give one")
+    return None if no_verify else verify_level
 
 
 def init_option(operation: str) -> Callable[..., Any]:
@@ -226,16 +236,30 @@ def _surgery(model: str, operation: Operation, **kw: Any) -> None:
         click.echo(f"\ndry run: nothing written{saved}")
 
 
+def finished_if_main_thread() -> None:
+    """See interrupts.finished (signal handlers can only be set from the main thread)."""
+    import threading
+
+    from ..interrupts import finished
+
+    if threading.current_thread() is threading.main_thread():
+        finished()
+
+
 def _execute(inventory: Inventory, plan: Plan, **kw: Any) -> None:
-    verify = None if kw["no_verify"] else kw["verify_level"]
+    verify = verify_choice(kw["verify_level"], kw["no_verify"])
     with progress_bar(inventory, quiet=kw["quiet"] or kw["as_json"]) as progress:
         result = apply_plan(plan, kw["out"], source=inventory, force=kw["force"], verify=verify, progress=progress)
+    finished_if_main_thread()
     if kw["as_json"]:
         emit_json(result_json(result))
-    else:
-        click.echo(render_plan(result.plan))
-        how = {None: "", "quick": " (verified)", "full": " (verified, reloaded with transformers)"}
-        click.echo(f"\nwrote {result.output}{how[result.verification]}")
+        return
+    if not kw["quiet"]:
+        click.echo(render_plan(result.plan) + "\n")
+    for leftover in result.removed_leftovers:
+        click.echo(f"removed {leftover}, left by a surgery that was killed")
+    how = {None: "", "quick": " (verified)", "full": " (verified, reloaded with transformers)"}
+    click.echo(f"wrote {result.output}{how[result.verification]}")
 
 
 @main.command("apply")
@@ -272,14 +296,21 @@ def result_json(result: Result) -> dict[str, Any]:
     }
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def render_plan(plan: Plan, *, details: bool = False) -> str:
     """The plan as text; with ``details`` also every tensor operation and every output file (what --dry-run
     shows)."""
-    lines = [
-        f"{plan.operation}: {len(plan.placements)} tokens placed, {len(plan.skipped)} skipped"
-        f" (tokenizer {plan.tokenizer_size_before} -> {plan.tokenizer_size_after},"
-        f" rows {_n(plan.rows_before)} -> {_n(plan.rows_after)})"
-    ]
+    sizes = f"rows {_n(plan.rows_before)} -> {_n(plan.rows_after)}"
+    if plan.operation == "resize":
+        lines = [f"resize: {sizes} (tokenizer {plan.tokenizer_size_before} ids)"]
+    else:
+        lines = [
+            f"{plan.operation}: {_count(len(plan.placements), 'token')} placed, {len(plan.skipped)} skipped"
+            f" (tokenizer {plan.tokenizer_size_before} -> {plan.tokenizer_size_after}, {sizes})"
+        ]
     rows: list[tuple[Any, ...]]
     if plan.placements:
         rows = [

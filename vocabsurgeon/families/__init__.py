@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..errors import CheckpointFormatError, UnsupportedCheckpointError
 from ..plan import Mode
 from ..vocabulary import SPECIAL_TOKEN_ROLES, Vocabulary
@@ -70,8 +72,8 @@ def read_vocabulary(files: TokenizerFiles) -> Vocabulary | None:
     config_decoder = files.tokenizer_config.get("added_tokens_decoder")
     if isinstance(config_decoder, dict) and files.tokenizer_json is None:
         merged = {token.id: token for token in added}
-        for idx, entry in config_decoder.items():
-            merged[int(idx)] = parse_added({**entry, "id": int(idx)}, files.path("tokenizer_config.json"))
+        for idx, entry in _usable_decoder_entries(config_decoder):
+            merged[idx] = parse_added({**entry, "id": idx}, files.path("tokenizer_config.json"))
         added = tuple(merged[idx] for idx in sorted(merged))
 
     special_tokens: dict[str, str] = {}
@@ -99,3 +101,18 @@ def read_vocabulary(files: TokenizerFiles) -> Vocabulary | None:
         additional_special_tokens=tuple(additional),
         vocab_txt=tuple(files.vocab_txt) if files.vocab_txt is not None else None,
     )
+
+
+def _usable_decoder_entries(decoder: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
+    """The entries of tokenizer_config.json's ``added_tokens_decoder`` that name a token: a non-negative integer
+    id and an object with a string ``content``. The others are left out here and reported by audit
+    (``added-tokens-decoder-invalid``, ``added-token-no-content``), rather than failing the whole read."""
+    usable = []
+    for key, entry in decoder.items():
+        try:
+            idx = int(key)
+        except ValueError:
+            continue
+        if idx >= 0 and isinstance(entry, dict) and isinstance(entry.get("content"), str):
+            usable.append((idx, entry))
+    return usable

@@ -186,6 +186,11 @@ class Family:
         """Whether a word the pre-tokenizer keeps whole is matched whole once it is a vocabulary entry."""
         return False
 
+    def longest_word(self, tokenizer_json: dict[str, Any] | None) -> int | None:
+        """The longest word the model looks up at all (WordPiece gives a longer one ``[UNK]``): a longer token is
+        an added token. None: no limit."""
+        return None
+
     def keep_whole(self, docs: TokenizerDocs, tokens: list[str]) -> None:
         """Make the pre-tokenizer keep ``tokens`` (vocabulary entries it would split) whole, for loaders that do not
         match added tokens already in the vocabulary. Families whose added tokens always match do nothing."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import json
+from typing import TYPE_CHECKING, Any
 
+from ..errors import CheckpointFormatError
 from ..vocabulary import AddedToken, Vocabulary
 from .base import CheckpointFiles, Family, ModelEntry, TokenizerDocs, TokenizerFiles
 from .bert_split import is_replaceable, kept_tokens, split_pre_tokenizer
@@ -18,6 +20,13 @@ class WordPiece(Family):
     side_files = ("vocab.txt",)
     continuing_prefix = "##"
 
+    def longest_word(self, tokenizer_json: dict[str, Any] | None) -> int | None:
+        """``max_input_chars_per_word``: WordPiece gives a longer word ``[UNK]`` (transformers' default 100, which
+        the slow BertTokenizer also uses)."""
+        model = (tokenizer_json or {}).get("model") or {}
+        limit = model.get("max_input_chars_per_word", 100)
+        return limit if isinstance(limit, int) and not isinstance(limit, bool) else 100
+
     def detects(self, files: TokenizerFiles) -> bool:
         """A WordPiece tokenizer.json, or a slow-only BERT: vocab.txt alone."""
         return super().detects(files) or (files.tokenizer_json is None and files.vocab_txt is not None)
@@ -28,8 +37,14 @@ class WordPiece(Family):
         model_vocab = {}
         for idx, token in enumerate(files.vocab_txt):
             model_vocab[token] = idx  # as BertTokenizer's load_vocab: the last duplicate wins (audit reports it)
+        for token, idx in files.added_tokens_json.items():
+            if type(idx) is not int or idx < 0:
+                raise CheckpointFormatError(
+                    f"{token!r} has id {json.dumps(idx)}, not a non-negative integer",
+                    path=files.path("added_tokens.json"),
+                )
         added = tuple(
-            AddedToken(id=int(idx), content=str(token), special=False)
+            AddedToken(id=idx, content=str(token), special=False)
             for token, idx in sorted(files.added_tokens_json.items(), key=lambda item: item[1])
         )
         return model_vocab, added
