@@ -179,7 +179,9 @@ def child_check(out: str, rows: int, n_ids: int, tokens_file: str, n_new: int) -
         if length != n_ids:
             problems.append(f"tokenizer {length} ids != {n_ids}")
         words = Path(tokens_file).read_text(encoding="utf-8").split()[:n_new]
-        split = [w for w in words if len(tokenizer.encode(w, add_special_tokens=False).ids) != 1]
+        # in running text, as vocabsurgeon stores a word in byte-level BPE (Ġword): after "a" and a space
+        context = tokenizer.encode("a", add_special_tokens=False).ids
+        split = [w for w in words if len(tokenizer.encode(f"a {w}", add_special_tokens=False).ids) != len(context) + 1]
         if split:
             problems.append(f"{len(split)} new words not one id, e.g. {split[0]!r}")
     except Exception as exc:  # an unreadable output is a failed check

@@ -367,9 +367,19 @@ def _text_checks(
             # promises so (BPE's whole-word lookup; Unigram's Viterbi may start a longer word with it); not one that
             # holds another new word
             longer = [f"{CONTEXT} pre{word}"] + ([f"{CONTEXT} {word}s", f"{CONTEXT} {word}x1"] if keeps_longer else [])
-            others = [t for t in texts if t != word and t not in word]
-            expected += [encoded(text) for text in longer if not any(other in text for other in others)]
+            expected += [encoded(text) for text in longer if not _holds_another(text, word, texts)]
     return marked, expected, list(dict.fromkeys(round_trips))
+
+
+def _holds_another(text: str, word: str, words: set[str]) -> bool:
+    """Whether ``text`` (short) contains one of ``words`` other than ``word`` and its own parts: every substring
+    looked up, not every word searched for (a thousand-word surgery)."""
+    for start in range(len(text)):
+        for end in range(start + 1, len(text) + 1):
+            piece = text[start:end]
+            if piece in words and piece != word and piece not in word:
+                return True
+    return False
 
 
 def _spread(items: list[Any], count: int) -> list[Any]:
