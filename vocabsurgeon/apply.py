@@ -29,7 +29,15 @@ from .fingerprints import fingerprint_files
 from .formats.json_file import JsonStyle, dump_json
 from .formats.weights import Progress, TensorEdit
 from .inventory import MANIFEST, Inventory, WeightSet, known_documents, read_inventory, with_weights
-from .outputs import check_replaceable, claimed, copy_permissions, make_staging, move_into_place, remove_stale
+from .outputs import (
+    check_replaceable,
+    claimed,
+    copy_permissions,
+    make_staging,
+    move_into_place,
+    own_staging,
+    remove_stale,
+)
 from .plan import Plan
 from .planner import check_plan_fits
 from .rows import compute_edit, placeholder_edit
@@ -132,8 +140,10 @@ def _execute_claimed(
 
 
 def _remove(staging: Path, target: Path) -> None:
-    if staging != target:
-        shutil.rmtree(staging, ignore_errors=True)
+    """Remove this surgery's staging directory: the one it made, and any of this process's beside ``target`` (a
+    signal can arrive after the directory exists but before its name is bound here)."""
+    for path in {staging, *own_staging(target)} - {target}:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _check_output(inventory: Inventory, target: Path, force: bool) -> None:

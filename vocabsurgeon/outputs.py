@@ -121,6 +121,17 @@ def make_staging(target: Path) -> Path:
     raise FileExistsError(f"cannot create a staging directory beside {target}")
 
 
+def own_staging(target: Path) -> list[Path]:
+    """This process's staging directories beside ``target`` (it holds the lock: no other writer of ours)."""
+    return sorted(target.parent.glob(f".{glob_escape(target.name)}.{os.getpid()}-*{STAGING_SUFFIX}"))
+
+
+def glob_escape(name: str) -> str:
+    import glob
+
+    return glob.escape(name)
+
+
 @dataclass(frozen=True)
 class Leftover:
     """A staging directory whose process is gone."""
