@@ -17,7 +17,7 @@ let a shorter new word cut a longer old one short).
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 #: a word that ends in a letter, mark or digit must not be followed by one
 LETTER_END = r"(?![\p{L}\p{M}\p{N}])"
@@ -87,9 +87,10 @@ def _group_words(head: str) -> list[str] | None:
     return words
 
 
-def _top_level(pattern: str, start: int) -> list[str]:
-    """``pattern`` cut at its ``|`` outside groups and classes."""
-    parts, depth, in_class, escaped, begin = [], 0, False, False, start
+def _structure(pattern: str, start: int = 0) -> Iterator[tuple[int, str, int]]:
+    """``(index, char, depth)`` of each ``(``, ``)`` and ``|`` outside escapes and character classes, with the
+    group depth after it."""
+    depth, in_class, escaped = 0, False, False
     for index in range(start, len(pattern)):
         char = pattern[index]
         if escaped:
@@ -100,11 +101,16 @@ def _top_level(pattern: str, start: int) -> list[str]:
             in_class = char != "]"
         elif char == "[":
             in_class = True
-        elif char == "(":
-            depth += 1
-        elif char == ")":
-            depth -= 1
-        elif char == "|" and depth == 0:
+        elif char in "()|":
+            depth += {"(": 1, ")": -1, "|": 0}[char]
+            yield index, char, depth
+
+
+def _top_level(pattern: str, start: int) -> list[str]:
+    """``pattern`` cut at its ``|`` outside groups and classes."""
+    parts, begin = [], start
+    for index, char, depth in _structure(pattern, start):
+        if char == "|" and depth == 0:
             parts.append(pattern[begin:index])
             begin = index + 1
     parts.append(pattern[begin:])
@@ -113,24 +119,7 @@ def _top_level(pattern: str, start: int) -> list[str]:
 
 def _closing(pattern: str, open_index: int) -> int | None:
     """The index of the ``)`` that closes the group opened at ``open_index``."""
-    depth, in_class, escaped = 0, False, False
-    for index in range(open_index, len(pattern)):
-        char = pattern[index]
-        if escaped:
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        elif in_class:
-            in_class = char != "]"
-        elif char == "[":
-            in_class = True
-        elif char == "(":
-            depth += 1
-        elif char == ")":
-            depth -= 1
-            if depth == 0:
-                return index
-    return None
+    return next((i for i, char, depth in _structure(pattern, open_index) if char == ")" and depth == 0), None)
 
 
 def _unescape(text: str) -> str:
