@@ -17,6 +17,7 @@ import datetime as _dt
 import os
 import shutil
 import threading
+import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -28,6 +29,7 @@ from .errors import OutputExistsError, SourceChangedError
 from .fingerprints import fingerprint_files
 from .formats.json_file import JsonStyle, dump_json
 from .formats.weights import Progress, TensorEdit
+from .interrupts import deferred
 from .inventory import MANIFEST, Inventory, WeightSet, known_documents, read_inventory, with_weights
 from .outputs import (
     check_replaceable,
@@ -47,6 +49,8 @@ from .verification import Check, Level, PendingChecks, Verifier, raise_on_failur
 PARALLEL_FILES = 2
 #: how long the tokenizer checks wait for the weight copies to get under way (they normally take milliseconds)
 COPY_START_TIMEOUT_S = 2.0
+#: how often a staging directory's removal is tried before it is left to the next surgery to the same output
+REMOVE_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -127,12 +131,14 @@ def _execute_claimed(
         copy_permissions(inventory.root, staging)
         move_into_place(staging, target, replace=force)
     except OSError as error:
-        _remove(staging, target)
+        with deferred():
+            _remove(staging, target)
         if error.filename is None:  # a write that failed (a full disk): name the output it was for
             raise OSError(error.errno, error.strerror or str(error), str(target)) from error
         raise
     except BaseException:
-        _remove(staging, target)
+        with deferred():
+            _remove(staging, target)
         raise
     verification = verify.level if verify is not None else None
     removed = tuple(leftover.path for leftover in leftovers)
@@ -141,9 +147,15 @@ def _execute_claimed(
 
 def _remove(staging: Path, target: Path) -> None:
     """Remove this surgery's staging directory: the one it made, and any of this process's beside ``target`` (a
-    signal can arrive after the directory exists but before its name is bound here)."""
+    signal can arrive after the directory exists but before its name is bound here). Nothing of this surgery
+    writes any more (see :meth:`_WeightWriter.stop`); a removal that fails part-way (a file still open on a network
+    filesystem) is tried again."""
     for path in {staging, *own_staging(target)} - {target}:
-        shutil.rmtree(path, ignore_errors=True)
+        for _ in range(REMOVE_ATTEMPTS):
+            shutil.rmtree(path, ignore_errors=True)
+            if not path.exists():
+                break
+            time.sleep(0.05)
 
 
 def _check_output(inventory: Inventory, target: Path, force: bool) -> None:
@@ -172,13 +184,13 @@ def _build(
 ) -> tuple[list[str], list[str], list[Check]]:
     checks: list[Check] = []
     writer = _WeightWriter(inventory, plan, staging, _locked(progress) if progress is not None else None)
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        weights_done = pool.submit(writer.run)
-        # the manifest records a content hash of every source file; hashing releases the GIL, so it runs beside
-        # the copy (whose reads it shares through the page cache)
-        hashed = pool.submit(fingerprint_files, inventory, writer.cancel) if fingerprints is None else None
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="vocabsurgeon-build") as pool:
         in_child: PendingChecks | None = None
         try:
+            weights_done = pool.submit(writer.run)
+            # the manifest records a content hash of every source file; hashing releases the GIL, so it runs beside
+            # the copy (whose reads it shares through the page cache)
+            hashed = pool.submit(fingerprint_files, inventory, writer.cancel) if fingerprints is None else None
             written, copied = _write_other_files(inventory, plan, rendered, staging)
             output = None
             tokens = manifest_tokens(inventory, plan)
@@ -199,9 +211,10 @@ def _build(
             for relative, changed in written_weights:
                 (written.append(relative) if changed else copied.append(relative))
         except BaseException:
-            writer.cancel.set()  # failing (or interrupted): stop the copy at its next range instead of finishing it
-            if in_child is not None:
-                in_child.cancel()
+            with deferred():
+                writer.stop()  # failing (or interrupted): the copy stops at its next range, and nothing writes after
+                if in_child is not None:
+                    in_child.cancel()
             raise
     if verify is not None and output is not None:
         checks += verify.weight_checks(with_weights(output), inventory, tokens)
@@ -240,21 +253,28 @@ def _write_other_files(
     for relative in inventory.files:
         if relative in rendered or relative in weight_files or relative == MANIFEST:
             continue
-        _copy(inventory.path(relative), staging / relative)
+        _copy(inventory.path(relative), _inside(staging, relative))
         copied.append(relative)
     weights_written = [name for name in rendered if name in weight_files]  # an index: the weight writer's
     for relative, content in rendered.items():
         if relative in weights_written:
             continue
-        destination = staging / relative
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        with open(destination, "xb") as handle:
+        with open(_inside(staging, relative), "xb") as handle:
             handle.write(content)
     return sorted(set(rendered) - set(weights_written)), copied
 
 
+def _inside(staging: Path, relative: str) -> Path:
+    """``staging / relative``, with its folders made inside ``staging`` but never ``staging`` itself: a write that
+    comes after the staging directory was removed fails rather than make it again."""
+    folder = staging
+    for part in Path(relative).parent.parts:
+        folder = folder / part
+        folder.mkdir(exist_ok=True)
+    return staging / relative
+
+
 def _copy(source: Path, destination: Path) -> None:
-    destination.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source, destination)  # follows symlinks: a cache snapshot is copied by content
 
 
@@ -270,13 +290,28 @@ class _WeightWriter:
     progress: Progress | None
     copying: threading.Event = field(default_factory=threading.Event)
     cancel: threading.Event = field(default_factory=threading.Event)
+    started: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> list[tuple[str, bool]]:
-        """(relative path, changed) of every weight file and index written."""
+        """(relative path, changed) of every weight file and index written; nothing once cancelled."""
+        self.started.set()
         try:
+            if self.cancel.is_set():
+                return []
             return [item for weights in self.inventory.weights for item in self._write_set(weights)]
         finally:
             self.copying.set()
+            self.done.set()
+
+    def stop(self) -> None:
+        """Cancel, and wait until a run under way has ended. The thread pool's own join is not enough: a signal
+        that lands inside ``Thread.start`` leaves a started thread the pool does not know, which would go on
+        writing into a staging directory that is being removed (``started`` is set before ``cancel`` is read,
+        and ``cancel`` before ``started`` is read here, so a run either is waited for or writes nothing)."""
+        self.cancel.set()
+        if self.started.is_set():
+            self.done.wait()
 
     def _edits(self, weights: WeightSet, *, values: bool) -> dict[str, TensorEdit]:
         ops = [op for op in self.plan.tensors if op.file in weights.files]
@@ -309,8 +344,7 @@ class _WeightWriter:
             return {name: edit for name, edit in edits.items() if weights.locations[name] == relative}
 
         def write(relative: str) -> tuple[str, bool]:
-            destination = staging / relative
-            destination.parent.mkdir(parents=True, exist_ok=True)
+            destination = _inside(staging, relative)
             own = mine(relative, edits)
             handler.write_edited(
                 weights.headers[relative], inventory.path(relative), destination, own, progress, self.cancel, started
@@ -327,9 +361,9 @@ class _WeightWriter:
         if weights.index is not None:
             index = plan.rendered.get(weights.index)  # rendered by the planner where a tensor op changes it
             if index is None:
-                _copy(inventory.path(weights.index), staging / weights.index)
+                _copy(inventory.path(weights.index), _inside(staging, weights.index))
             else:
-                (staging / weights.index).write_bytes(index)
+                _inside(staging, weights.index).write_bytes(index)
             yield weights.index, index is not None
 
 

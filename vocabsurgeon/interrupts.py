@@ -2,13 +2,21 @@
 closed terminal) raise :class:`Interrupted` in the main thread, so that a surgery removes its staging directory
 and the CLI prints one line, exiting 128 + the signal number (130 for SIGINT, 143 for SIGTERM, 129 for SIGHUP).
 
+Cleanup runs to its end: a signal that arrives during a :func:`deferred` block (removing a staging directory,
+putting an old output back) is held and raised after it. A second Ctrl-C must not cut a cleanup short, and a batch
+worker whose parent dies gets SIGTERM more than once: the kernel sends the parent-death signal each time the
+worker is handed from an exiting thread of its parent to the next.
+
 A process killed with SIGKILL cannot clean up: its staging directory is found and removed by the next surgery to
 the same output (see outputs).
 """
 
 from __future__ import annotations
 
+import contextlib
 import signal
+import sys
+from collections.abc import Iterator
 from types import FrameType
 
 
@@ -24,19 +32,41 @@ class Interrupted(KeyboardInterrupt):
         return 128 + self.signum
 
 
-#: the signals handled as an interruption besides SIGINT (which Python raises as KeyboardInterrupt itself)
+#: the signals handled as an interruption besides SIGINT (raised as KeyboardInterrupt, as Python does)
 SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
 _installed = False
+#: while a deferred block runs: how deep they nest, and the signals that arrived meanwhile
+_depth = 0
+_held: list[int] = []
 
 
 def install() -> None:
-    """Raise :class:`Interrupted` on SIGTERM and SIGHUP from now on (the console command, in its main thread)."""
+    """Raise :class:`Interrupted` on SIGTERM and SIGHUP, and KeyboardInterrupt on SIGINT, from now on, except during
+    :func:`deferred` blocks (the console command and batch workers, in their main thread)."""
     global _installed
-    for signum in SIGNALS:
+    for signum in (signal.SIGINT, *SIGNALS):
         signal.signal(signum, _raise)
     _installed = True
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """Run the block to its end whatever signal arrives (with the handlers :func:`install` sets; Python's own SIGINT
+    handler cannot wait). The first signal held meanwhile is raised when the outermost such block ends, in place of
+    a failure under way, and dropped when the block ends in an interruption already."""
+    global _depth
+    _depth += 1
+    try:
+        yield
+    finally:
+        _depth -= 1
+        if _depth == 0 and _held:
+            signum = _held[0]
+            _held.clear()
+            if not isinstance(sys.exc_info()[1], KeyboardInterrupt):
+                raise _interruption(signum)
 
 
 def finished() -> None:
@@ -50,7 +80,15 @@ def finished() -> None:
 
 
 def _raise(signum: int, frame: FrameType | None) -> None:
-    raise Interrupted(signum)
+    if _depth:
+        _held.append(signum)
+        return
+    raise _interruption(signum)
+
+
+def _interruption(signum: int) -> KeyboardInterrupt:
+    """SIGINT as Python raises it (KeyboardInterrupt); the others as :class:`Interrupted`."""
+    return KeyboardInterrupt() if signum == signal.SIGINT else Interrupted(signum)
 
 
 def exit_code(error: KeyboardInterrupt) -> int:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import OutputExistsError
+from .interrupts import deferred
 
 MANIFEST = "vocabsurgeon.json"
 STAGING_SUFFIX = ".vocabsurgeon-tmp"
@@ -57,14 +58,15 @@ def claimed(target: Path) -> Iterator[None]:
         yield
         succeeded = True
     finally:
-        if not handle.closed:  # ours: a process that opened it before is refused by the lock, not by the file
-            with contextlib.suppress(OSError):
-                path.unlink()
-            handle.close()
-        if not succeeded:
-            for parent in missing:  # deepest first
+        with deferred():
+            if not handle.closed:  # ours: a process that opened it before is refused by the lock, not by the file
                 with contextlib.suppress(OSError):
-                    parent.rmdir()
+                    path.unlink()
+                handle.close()
+            if not succeeded:
+                for parent in missing:  # deepest first
+                    with contextlib.suppress(OSError):
+                        parent.rmdir()
 
 
 def _lock(path: Path, target: Path) -> Any:
@@ -115,7 +117,8 @@ def make_staging(target: Path) -> Path:
         except FileExistsError:
             continue  # another's name: not ours to remove
         except BaseException:  # interrupted right after the mkdir: nothing may stay behind
-            shutil.rmtree(staging, ignore_errors=True)
+            with deferred():
+                shutil.rmtree(staging, ignore_errors=True)
             raise
         return staging
     raise FileExistsError(f"cannot create a staging directory beside {target}")
@@ -174,12 +177,13 @@ def move_into_place(staging: Path, target: Path, *, replace: bool) -> None:
         _rename_no_replace(staging, target)
         return
     old = target.parent / f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}{OLD_SUFFIX}"
-    os.rename(target, old)
-    try:
-        _rename_no_replace(staging, target)
-    except BaseException:
-        os.rename(old, target)
-        raise
+    with deferred():  # between the two renames no output is in place: no signal may stop it there
+        os.rename(target, old)
+        try:
+            _rename_no_replace(staging, target)
+        except BaseException:
+            os.rename(old, target)
+            raise
     shutil.rmtree(old, ignore_errors=True)
 
 
