@@ -1,10 +1,11 @@
 """Vocabulary surgery on Hugging Face checkpoints: fill free slots, append rows, audit and verify.
 
 The library API (:mod:`vocabsurgeon.api`) is the code path of the CLI: ``remap``, ``append``, ``resize``,
-``slots``, ``audit``, ``verify``, and ``plan_surgery`` / ``apply_plan`` / ``load_plan`` / ``save_plan`` for a plan
-reviewed before it is applied. The names are imported on first use, so ``import vocabsurgeon`` (and a child process
-of a surgery) costs almost nothing. No module is named like a function (``verify`` lives in ``verification``,
-``audit`` in ``auditing``, ``slots`` in ``free_slots``), so importing a module never hides a function.
+``slots``, ``audit``, ``verify``, ``suggest``, and ``plan_surgery`` / ``apply_plan`` / ``load_plan`` /
+``save_plan`` for a plan reviewed before it is applied. The names are imported on first use, so ``import
+vocabsurgeon`` (and a child process of a surgery) costs almost nothing. No module is named like a function
+(``verify`` lives in ``verification``, ``audit`` in ``auditing``, ``slots`` in ``free_slots``, ``suggest`` in
+``suggestions``), so importing a module never hides a function.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ _EXPORTS = {
     "TokenRequest": "planner",
     "SlotReport": "free_slots",
     "Check": "checks",
+    "suggest": "suggestions",
+    "Suggestion": "suggestions",
 }
 
 __all__ = [
@@ -46,6 +49,7 @@ __all__ = [
     "Plan",
     "Result",
     "SlotReport",
+    "Suggestion",
     "TokenRequest",
     "VocabSurgeonError",
     "__version__",
@@ -60,6 +64,7 @@ __all__ = [
     "resize",
     "save_plan",
     "slots",
+    "suggest",
     "token_requests",
     "verify",
 ]
@@ -97,3 +102,4 @@ if TYPE_CHECKING:
     from .inventory import Inventory, read_inventory
     from .plan import Plan, save_plan
     from .planner import TokenRequest
+    from .suggestions import Suggestion, suggest

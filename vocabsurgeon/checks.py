@@ -18,6 +18,7 @@ from typing import Any
 CONTINUING_PREFIX = "##"  # WordPiece's: a manifest "vocab" token with it is a continuation piece
 #: the text a word follows to be seen "in running text" (it, then a space)
 CONTEXT = "a"
+METASPACE = "\u2581"  # ▁: SentencePiece's form of a space
 #: sentences a new word is checked in (mid-sentence, at the start, twice with punctuation): they must decode to
 #: themselves wherever the source decodes them so
 WORD_SENTENCES = ("The patient's {} was noted.", "{} was noted.", "a {}, {}.")

@@ -58,6 +58,18 @@ class TokenRequestError(VocabSurgeonError, ValueError):
     """The tokens asked for are unusable: empty, duplicated, normalizing to the same string."""
 
 
+class CorpusError(VocabSurgeonError, ValueError):
+    """A text corpus cannot be used: empty, binary, not UTF-8, a bad JSON record."""
+
+
+class CorpusNotFoundError(CorpusError, FileNotFoundError):
+    """A corpus path does not exist."""
+
+
+class WorkerDiedError(VocabSurgeonError):
+    """A worker process of this command was killed (the OOM killer, a stray ``kill``)."""
+
+
 class NotEnoughSlotsError(TokenRequestError):
     """More tokens than free slots under a strategy that does not append."""
 

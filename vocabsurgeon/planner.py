@@ -92,6 +92,35 @@ def plan_tokens(
 ) -> Plan:
     """Place each requested token: free slots (remap), new ids after the last (append), or slots then new (auto),
     and decide everything that follows (tensor rows, files, config keys): the finished plan apply carries out."""
+    placed = place_tokens(inventory, requests, operation, options, backend=backend)
+    return _finish_plan(
+        inventory, operation, list(placed.placements), list(placed.skipped), placed.rows_before, placed.rows_after,
+        options, placed.notes,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Placed:
+    """Where each token of a request goes, and the rows before and after: a plan's first half (see
+    :func:`place_tokens`)."""
+
+    placements: tuple[Placement, ...]
+    skipped: tuple[Skip, ...]
+    rows_before: int | None
+    rows_after: int | None
+    notes: tuple[str, ...]
+
+
+def place_tokens(
+    inventory: Inventory,
+    requests: Sequence[TokenRequest],
+    operation: Operation,
+    options: Options = Options(),
+    *,
+    backend: Backend | None = None,
+) -> Placed:
+    """The placements :func:`plan_tokens` makes, without the rest of the plan (tensor ops and rendered files):
+    what ``suggest`` asks of the planner for each candidate word, the same answer at a fraction of the cost."""
     vocabulary = require_tokenizer(inventory)
     if operation == "resize":
         raise ValueError("use plan_resize for resize")
@@ -171,7 +200,7 @@ def plan_tokens(
 
     top = max([p.id for p in placements], default=-1) + 1
     rows_after = _round_up(max(capacity or 0, top), options.pad_to_multiple_of) if capacity is not None else None
-    return _finish_plan(inventory, operation, placements, skipped, capacity, rows_after, options, tuple(notes))
+    return Placed(tuple(placements), tuple(skipped), capacity, rows_after, tuple(notes))
 
 
 #: the inconsistencies resize exists to repair

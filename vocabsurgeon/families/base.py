@@ -8,10 +8,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from ..checks import CONTEXT as CONTEXT
+from ..checks import METASPACE as METASPACE
 from ..errors import CheckpointFormatError
 from ..vocabulary import AddedToken, Vocabulary
-
-METASPACE = "\u2581"  # ▁: SentencePiece's form of a space
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
