@@ -18,6 +18,7 @@ How it decides, and where each answer comes from:
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
@@ -424,6 +425,24 @@ def _placements(inventory: Inventory, words: list[str], options: Options) -> lis
     return [p for word in words for p in _placements(inventory, [word], options)]
 
 
+class _Background:
+    """``function()`` run in a thread (its result is cached where it goes, e.g. load_backend's cache); ``wait``
+    joins it, and re-raises nothing: the caller asks again and gets the error then, in its own place."""
+
+    def __init__(self, function: Callable[[], object]) -> None:
+        import threading
+
+        def run() -> None:
+            with contextlib.suppress(Exception):  # asked again, and reported, by the caller
+                function()
+
+        self.thread = threading.Thread(target=run, name="vocabsurgeon-prepare", daemon=True)
+        self.thread.start()
+
+    def wait(self) -> None:
+        self.thread.join()
+
+
 def _priced(
     inventory: Inventory,
     backend: Backend,
@@ -488,12 +507,15 @@ def suggest(
     expected = sum(size for size in sizes if size is not None) if None not in sizes else None
     counter = CorpusCounter(pipeline, keep_urls=keep_urls, sample_chars=sample_chars, expected=expected)
     report = (lambda count: progress(count, counter)) if progress is not None else None
+    # the tokenizer, loaded meanwhile (into load_backend's cache): this process mostly waits for the workers
+    ready = _Background(lambda: load_backend(inventory))
     try:
         for block in read_blocks(files, field, report):
             counter.add(block)
         counted = counter.finish()
     finally:
         counter.close()
+        ready.wait()
     held_out_counted = None
     if held_out:
         sampler = CorpusCounter(None, sample_chars=sample_chars)
