@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import torch
 from click.testing import CliRunner, Result
+from helpers import edit_json, read_lines, write_lines
 from safetensors.torch import load_file, save_file
 
 from vocabsurgeon.auditing import AuditReport, Finding, audit
@@ -56,20 +57,6 @@ def edit_tensors(path: Path, edit: Callable[[dict[str, torch.Tensor]], None]) ->
     tensors = load_file(path)
     edit(tensors)
     save_file({name: tensor.contiguous() for name, tensor in tensors.items()}, path, metadata={"format": "pt"})
-
-
-def edit_json(path: Path, edit: Callable[[dict[str, Any]], None]) -> None:
-    document = json.loads(path.read_text(encoding="utf-8"))
-    edit(document)
-    path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
-def read_lines(path: Path) -> list[str]:
-    return path.read_text(encoding="utf-8").split("\n")[:-1]
-
-
-def write_lines(path: Path, lines: list[str]) -> None:
-    path.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
 
 
 # --------------------------------------------------------------------------------------------------

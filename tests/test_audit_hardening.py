@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from checkpoints import build_bert
 from click.testing import CliRunner, Result
+from helpers import edit_json, read_lines, write_lines
 from tokenizers import Tokenizer
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegacy
@@ -45,20 +46,6 @@ def only(model: Path, code: str) -> dict[str, Any]:
     found = [f for f in findings(model) if f["severity"] != "info"]
     assert [f["code"] for f in found] == [code], found
     return found[0]
-
-
-def edit_json(path: Path, edit: Callable[[dict[str, Any]], None]) -> None:
-    document = json.loads(path.read_text(encoding="utf-8"))
-    edit(document)
-    path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
-def read_lines(path: Path) -> list[str]:
-    return path.read_text(encoding="utf-8").split("\n")[:-1]
-
-
-def write_lines(path: Path, lines: list[str]) -> None:
-    path.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
 
 
 def load(model: Path) -> Any:

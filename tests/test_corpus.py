@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from vocabsurgeon import corpus as corpus_module
 from vocabsurgeon.cli import main
-from vocabsurgeon.corpus import find_corpus, read_documents
+from vocabsurgeon.corpus import find_corpus, read_blocks
 from vocabsurgeon.word_counts import ChunkCounter
 
 LINES = [
@@ -200,7 +200,7 @@ def test_a_huge_line_is_read_in_pieces(tmp_path: Path, monkeypatch: pytest.Monke
     path = tmp_path / "one-line.txt"
     words = [f"word{i}" for i in range(100)]
     path.write_text(" ".join(words), encoding="utf-8")
-    documents = [d for block in read_documents(find_corpus([path])) for d in block]
+    documents = [line for block in read_blocks(find_corpus([path])) for line in block.split("\n")]
     assert len(documents) > 5
     assert all(len(d) <= 50 for d in documents[:-1])
     assert all(d.startswith(" ") for d in documents[1:])  # a piece after a cut is running text

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from .errors import CheckpointFormatError, UnsupportedCheckpointError
 from .families import family_named
 from .inventory import Inventory, require_tokenizer
+from .word_counts import pipeline_document
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -82,19 +83,7 @@ def _load(inventory: Inventory, model: bool) -> Backend:
         if model:
             text = inventory.texts.get("tokenizer.json") or json.dumps(document)
         else:  # the same normalizer and pre-tokenizer around an empty model
-            text = json.dumps(
-                {
-                    "version": document.get("version", "1.0"),
-                    "truncation": None,
-                    "padding": None,
-                    "added_tokens": [],
-                    "normalizer": document.get("normalizer"),
-                    "pre_tokenizer": document.get("pre_tokenizer"),
-                    "post_processor": None,
-                    "decoder": None,
-                    "model": {"type": "WordLevel", "vocab": {}, "unk_token": "[UNK]"},
-                }
-            )
+            text = json.dumps(pipeline_document(document))
         try:
             tokenizer = Tokenizer.from_str(text)
         except Exception as error:  # the library raises a bare Exception for malformed documents

@@ -95,15 +95,6 @@ def read_blocks(
         raise CorpusError(f"{where}: the corpus is empty (no text in it)")
 
 
-def read_documents(
-    files: Sequence[CorpusFile], field: str | None = None, progress: Progress | None = None
-) -> Iterator[list[str]]:
-    """The documents of ``files``, a block's worth at a time, blank lines skipped (see :func:`read_blocks`)."""
-    for block in read_blocks(files, field, progress):
-        if documents := [line for line in block.split("\n") if line and not line.isspace()]:
-            yield documents
-
-
 def _read_file(file: CorpusFile, field: str | None, progress: Progress | None) -> Iterator[str]:
     with _open(file) as (stream, raw):
         blocks = _blocks(stream, raw, file, progress, cut_long_lines=not file.jsonl)  # a record is parsed whole

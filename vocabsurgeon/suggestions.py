@@ -251,15 +251,14 @@ def measure(
 
 
 def planned_tokenizer(inventory: Inventory, plan: Plan) -> Tokenizer:
-    """The tokenizer the surgery of ``plan`` writes, built in memory from the plan's own files."""
+    """The tokenizer the surgery of ``plan`` writes, from the plan's own files (in memory when it writes a
+    tokenizer.json)."""
     from tokenizers import Tokenizer
 
     rendered = plan.rendered.get("tokenizer.json")
     if rendered is not None:
         tokenizer = Tokenizer.from_str(rendered.decode("utf-8"))
-    elif inventory.tokenizer_json is not None:
-        tokenizer = Tokenizer.from_str(inventory.texts.get("tokenizer.json") or "")
-    else:
+    else:  # no tokenizer.json written: the tokenizer loaded from the plan's files
         tokenizer = _slow_planned_tokenizer(inventory, plan)
     tokenizer.no_padding()
     tokenizer.no_truncation()
@@ -301,7 +300,7 @@ def suggest_words(
     corpus: Sequence[str] = (),
     settings: dict[str, Any] | None = None,
     held_out: Counted | None = None,
-) -> tuple[Suggestion, Plan | None]:
+) -> Suggestion:
     """Choose the words from the counts and measure them on the sample: the whole decision, nothing written."""
     counts = counted.forms
     require_tokenizer(inventory)
@@ -346,7 +345,7 @@ def suggest_words(
         count_error=counts.count_error,
         held_out=held_out_projection,
     )
-    return suggestion, plan
+    return suggestion
 
 
 def _project(backend: Backend, planned: Tokenizer | None, counted: Counted) -> Projection | None:
@@ -534,7 +533,7 @@ def suggest(
         "sample_chars": sample_chars,
         "field": field,
     }
-    suggestion, _ = suggest_words(
+    suggestion = suggest_words(
         inventory, counted, top=top, filters=filters, max_pieces_per_word=max_pieces_per_word,
         sentence_initial=sentence_initial, corpus=[f.name for f in files], settings=settings,
         held_out=held_out_counted,

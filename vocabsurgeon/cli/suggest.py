@@ -96,7 +96,7 @@ def suggest_command(model: str, corpus: tuple[str, ...], **kw: Any) -> None:
     exclude = frozenset(r.text for r in read_tokens_file(kw["exclude_file"])) if kw["exclude_file"] else frozenset()
     filters = Filters(kw["min_count"], kw["min_length"], kw["keep_numbers"], exclude)
     quiet = kw["quiet"] or kw["as_json"]
-    with _reading_progress(corpus, quiet=quiet) as progress:
+    with _reading_progress(corpus, kw["field"], quiet=quiet) as progress:
         suggestion = suggest(
             model,
             corpus,
@@ -204,22 +204,17 @@ def _summary(suggestion: Any, out: Path | None) -> list[str]:
 
 
 @contextmanager
-def _reading_progress(corpus: tuple[str, ...], *, quiet: bool) -> Iterator[Callable[[int, Any], None] | None]:
+def _reading_progress(
+    corpus: tuple[str, ...], field: str | None, *, quiet: bool
+) -> Iterator[Callable[[int, Any], None] | None]:
     """A progress bar on stderr (bytes read, words per second), only for a terminal."""
     if quiet or not sys.stderr.isatty():
         yield None
         return
-    total = 0
-    for name in corpus:
-        path = Path(name)
-        if name == "-":
-            total = 0
-            break
-        total += (
-            sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-            if path.is_dir()
-            else (path.stat().st_size if path.is_file() else 0)
-        )
+    from ..corpus import find_corpus
+
+    sizes = [file.size for file in find_corpus(corpus, field)] if "-" not in corpus else []
+    total = sum(size for size in sizes if size is not None)  # 0 for stdin: a bar without an end
     start = time.monotonic()
     state: dict[str, Any] = {"counter": None}
 
