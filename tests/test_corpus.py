@@ -64,6 +64,13 @@ def test_every_format_gives_the_same_words(minilm: Path, text_file: Path, tmp_pa
     assert suggested(minilm, records_gz, extra=("--field", "text")) == expected
     assert suggested(minilm, folder) == expected
     assert suggested(minilm, "-", stdin=text_file.read_text(encoding="utf-8")) == expected
+    # stdin: JSON Lines with --field, and refused as prose without it
+    assert suggested(minilm, "-", stdin=records.read_text(encoding="utf-8"), extra=("--field", "text")) == expected
+    as_prose = invoke("suggest", minilm, "-", stdin=records.read_text(encoding="utf-8"))
+    assert as_prose.exit_code == 1
+    assert as_prose.stderr.strip() == (
+        "vocabsurgeon: error: <stdin>: holds JSON records, not text: pass --field NAME (the field with the text)"
+    )
 
 
 def bad_corpus(tmp_path: Path, name: str, content: bytes) -> Path:
@@ -86,6 +93,8 @@ def bad_corpus(tmp_path: Path, name: str, content: bytes) -> Path:
         ("nofield.jsonl", b'{"body": "x"}\n', ("--field", "text"), "nofield.jsonl: line 1 has no field 'text'"),
         ("number.jsonl", b'{"text": 5}\n', ("--field", "text"), "line 1 has a int, not a string, in field 'text'"),
         ("fake.txt.gz", b"\x1f\x8bnot really gzip", (), "fake.txt.gz: cannot be decompressed"),
+        ("records.txt", b'\n{"text": "a"}\n', (), "records.txt: holds JSON records, not text: pass --field NAME"),
+        ("prose.txt", b"some prose\n", ("--field", "text"), "--field text is for JSON Lines, and none of the corpus"),
     ],
 )
 def test_a_bad_corpus_is_one_line_and_exit_1(
@@ -179,8 +188,8 @@ def test_same_inputs_same_bytes(minilm: Path, text_file: Path, tmp_path: Path) -
 def test_counting_memory_is_bounded() -> None:
     counter = ChunkCounter(max_distinct=1000)
     counter.add("\n".join(f"common rare{i}" for i in range(5000)))
-    assert len(counter.running) <= 1000
-    assert counter.running["rare4999"] in (0, 1)  # the rarest went, the counts say by how much at most
+    assert len(counter.chunks) <= 1000
+    assert counter.running()["rare4999"] in (0, 1)  # the rarest went, the counts say by how much at most
     assert counter.initial["common"] == 5000
     assert counter.count_error >= 1
 
@@ -191,7 +200,7 @@ def test_the_count_error_bounds_what_was_dropped() -> None:
     for k in range(1, 51):
         counter.add("\n".join([f"unique{k}-{i}" for i in range(1200)] + ["a term"] * k))
     true = sum(range(1, 51))
-    assert 0 < true - counter.running["term"] <= counter.count_error
+    assert 0 < true - counter.running()["term"] <= counter.count_error
 
 
 def test_a_huge_line_is_read_in_pieces(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -281,3 +290,70 @@ def test_a_long_record_is_parsed_whole_and_a_long_line_still_sampled(
     report = json.loads(invoke("suggest", minilm, one_line, "--json", "--sample-size", "100000").stdout)
     assert report["projection"] is not None
     assert report["projection"]["saved_percent"] > 0
+
+
+def test_a_script_without_a_main_guard_can_count_in_workers(minilm: Path, text_file: Path, tmp_path: Path) -> None:
+    """The counting workers are their own program, not multiprocessing's spawn (which runs the caller's main
+    module again): a library user's script without ``if __name__ == "__main__"`` counts a corpus past
+    PARALLEL_ABOVE in worker processes and gets what the CLI gets."""
+    from vocabsurgeon.word_counts import PARALLEL_ABOVE
+
+    big = tmp_path / "big.txt"
+    text = text_file.read_text(encoding="utf-8")
+    big.write_text(text * (PARALLEL_ABOVE // len(text) + 2), encoding="utf-8")
+    assert big.stat().st_size > PARALLEL_ABOVE
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import json, vocabsurgeon\n"
+        f"found = vocabsurgeon.suggest({str(minilm)!r}, [{str(big)!r}], top=10, max_pieces_per_word=None)\n"
+        "print(json.dumps([w.word for w in found.words]))\n",
+        encoding="utf-8",
+    )
+    import subprocess
+    import sys
+
+    completed = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    words = json.loads(completed.stdout)
+    assert words == suggested(minilm, big, extra=("--top", "10"))
+    assert {"thrombocytopenia", "hepatosplenomegaly"} <= set(words)
+
+
+def test_words_the_model_cannot_see_are_reported_not_chosen(minilm: Path, tmp_path: Path) -> None:
+    """MiniLM's WordPiece reads these Hangul words as [UNK]: one piece, no saving. They are reported (count and
+    word, as the uncased normalizer leaves it: decomposed into jamo) and never chosen."""
+    import unicodedata
+
+    path = tmp_path / "mixed.txt"
+    path.write_text("\n".join(LINES + ["환자는 있다 그리고 thrombocytopenia 있다"] * 6) + "\n", encoding="utf-8")
+    result = invoke("suggest", minilm, path, "--json", "--top", "10", "--max-pieces-per-word", "0")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    unknown = {unicodedata.normalize("NFC", word): count for word, count in report["unknown"]["top"]}
+    assert unknown["있다"] == 12
+    assert report["unknown"]["occurrences"] >= 12
+    assert "있다" not in [unicodedata.normalize("NFC", w["word"]) for w in report["words"]]
+    table = invoke("suggest", minilm, path, "--top", "10", "--max-pieces-per-word", "0")
+    assert "the model's unknown token" in table.stdout
+    assert "있다 (12)" in unicodedata.normalize("NFC", table.stdout)
+
+
+def test_slow_only_added_words_that_would_match_inside_longer_words_are_left_out(
+    checkpoint_cache: Any, tmp_path: Path
+) -> None:
+    """A slow-only GPT-2 checkpoint (vocab.json, merges.txt, no tokenizer.json) stores words as added tokens
+    that transformers matches anywhere: ``hosp`` would split ``hospitalized`` anew. suggest leaves such words
+    out and says how many occurrences it left out for it."""
+    from checkpoints import build_gpt2_slow
+    from transformers import AutoTokenizer
+
+    model = checkpoint_cache.copy("gpt2_slow", build_gpt2_slow, tmp_path)
+    tokenizer = AutoTokenizer.from_pretrained(str(model))
+    text = tmp_path / "notes.txt"
+    text.write_text("\n".join(LINES) + "\n", encoding="utf-8")
+    result = invoke("suggest", model, text, "--json", "--top", "10", "--max-pieces-per-word", "0")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["words"] == []
+    assert report["excluded"]["inside-longer-words"] > 0
+    assert len(tokenizer.tokenize("thrombocytopenia")) > 1  # they were candidates: the source splits them

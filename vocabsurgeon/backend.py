@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING
 from .errors import CheckpointFormatError, UnsupportedCheckpointError
 from .families import family_named
 from .inventory import Inventory, require_tokenizer
-from .word_counts import pipeline_document
+from .word_counts import PipelineSteps, pipeline_document
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
 
-class Backend:
+class Backend(PipelineSteps):
     """A ``tokenizers.Tokenizer`` of the source with padding and truncation off. Without ``has_model`` it only
     normalizes and pre-tokenizes (see :func:`load_backend`)."""
 
@@ -28,16 +28,6 @@ class Backend:
         self.has_model = has_model
         tokenizer.no_padding()
         tokenizer.no_truncation()
-
-    def normalize(self, text: str) -> str:
-        normalizer = self.tokenizer.normalizer
-        return normalizer.normalize_str(text) if normalizer is not None else text
-
-    def pre_tokenize(self, normalized: str) -> list[str]:
-        pre = self.tokenizer.pre_tokenizer
-        if pre is None:
-            return [normalized]
-        return [piece for piece, _ in pre.pre_tokenize_str(normalized)]
 
     def model_tokens(self, piece: str) -> list[str]:
         """What the model alone (no normalizer, pre-tokenizer or added tokens) makes of one pre-token."""

@@ -24,6 +24,18 @@ METASPACE = "\u2581"  # ▁: SentencePiece's form of a space
 WORD_SENTENCES = ("The patient's {} was noted.", "{} was noted.", "a {}, {}.")
 
 
+def after_context(context: list[str], pre_tokens: list[str]) -> list[str] | None:
+    """The pre-tokens of what followed ``CONTEXT`` and a space, given the pre-tokens of the context alone and of
+    the whole text. Two shapes of pipeline: one that splits words (the context's pre-tokens come first) and one
+    that keeps the whole text one pre-token (Llama 2's normalizer, Metaspace without split: the first pre-token
+    starts with the context). None: a normalizer joined the context to the text."""
+    if pre_tokens[: len(context)] == context:
+        return pre_tokens[len(context) :]
+    if len(context) == 1 and pre_tokens and pre_tokens[0].startswith(context[0]):
+        return [pre_tokens[0][len(context[0]) :], *pre_tokens[1:]]
+    return None
+
+
 @dataclass(frozen=True)
 class Check:
     name: str

@@ -62,6 +62,9 @@ def find_corpus(paths: Sequence[str | os.PathLike[str]], field: str | None = Non
             found.append(_corpus_file(path, name, field))
         else:
             raise CorpusNotFoundError("does not exist", path=path)
+    if field is not None and not any(file.jsonl for file in found):
+        names = ", ".join(JSONL_SUFFIXES)
+        raise CorpusError(f"--field {field} is for JSON Lines, and none of the corpus is ({names} files, or -)")
     return found
 
 
@@ -99,7 +102,10 @@ def _read_file(file: CorpusFile, field: str | None, progress: Progress | None) -
     with _open(file) as (stream, raw):
         blocks = _blocks(stream, raw, file, progress, cut_long_lines=not file.jsonl)  # a record is parsed whole
         if not file.jsonl:
-            yield from blocks
+            for index, block in enumerate(blocks):
+                if index == 0:
+                    _refuse_records(block, file)
+                yield block
             return
         number = 0
         for block in blocks:
@@ -187,6 +193,21 @@ def _blocks(
         raise CorpusError(f"is not UTF-8 text (it ends inside a character, byte {offset})", path=where) from None
     if carry:
         yield carry.removesuffix("\r")
+
+
+def _refuse_records(block: str, file: CorpusFile) -> None:
+    """A text file (or stdin without --field) whose first line is a JSON object is JSON Lines by mistake: read as
+    prose, its keys and quotes would be counted as words."""
+    line = next((line for line in block.split("\n", 20)[:20] if line.strip()), "")
+    if not line.lstrip().startswith("{"):
+        return
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return
+    if isinstance(record, dict):
+        where = file.path if file.path is not None else "<stdin>"
+        raise CorpusError("holds JSON records, not text: pass --field NAME (the field with the text)", path=where)
 
 
 def _record_text(line: str, field: str, file: CorpusFile, number: int) -> str:

@@ -30,18 +30,20 @@ from .errors import NotEnoughSlotsError, VocabSurgeonError
 from .free_slots import find_slots
 from .inventory import Inventory, require_tokenizer
 from .planner import Options, TokenRequest, place_tokens, plan_tokens
+from .tokenizer_edit import matched_inside_words
 from .word_counts import SAMPLE_CHARS, CorpusCounter, Counted, Pipeline
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
-    from .plan import Plan
+    from .plan import Placement, Plan
 
 #: documents encoded at once when measuring (the encodings of a whole sample would hold a lot of memory)
 MEASURE_BATCH = 2_000
 DEFAULT_MIN_COUNT = 3
 DEFAULT_MIN_LENGTH = 3
 DEFAULT_MAX_PIECES = 3.0
+UNKNOWN_SHOWN = 20
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,16 @@ class Projection:
 
 
 @dataclass(frozen=True)
+class UnknownWords:
+    """Words the model reads as its unknown token (``[UNK]``): one piece, so no saving and never chosen, but
+    what the model cannot see at all; ``top`` is ``(word, count)``, most frequent first."""
+
+    words: int
+    occurrences: int
+    top: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True)
 class Suggestion:
     """What suggest found: the words chosen (best first), why it stopped, and the measured projection."""
 
@@ -115,10 +127,11 @@ class Suggestion:
     stopped: str
     projection: Projection | None
     candidates: int  # forms the source splits, seen at least min_count times (before the word filters)
-    excluded: dict[str, int] = field(default_factory=dict)
+    excluded: dict[str, int] = field(default_factory=dict)  # occurrences left out, by reason
     settings: dict[str, Any] = field(default_factory=dict)
     count_error: int = 0
     held_out: Projection | None = None
+    unknown: UnknownWords | None = None
 
     def to_json(self) -> dict[str, Any]:
         projection = _projection_json(self.projection)
@@ -132,6 +145,7 @@ class Suggestion:
             "candidates": self.candidates,
             "excluded": dict(self.excluded),
             "counts_low_by_at_most": self.count_error,
+            "unknown": asdict(self.unknown) if self.unknown is not None else None,
             "settings": dict(self.settings),
             "projection": projection,
             "held_out": _projection_json(self.held_out),
@@ -185,22 +199,38 @@ class Filters:
     exclude: frozenset[str] = frozenset()
 
 
-def rank_forms(forms: Counter[str], backend: Backend, filters: Filters) -> tuple[list[tuple[str, int, int]], int, int]:
-    """``(form, count, pieces)`` of every form the source splits, best saving first, with the occurrences of
-    split forms and their pieces over the whole count (for the stop rule)."""
+@dataclass(frozen=True)
+class Ranked:
+    """The forms the source splits, ``(form, count, pieces)`` best saving first, with the occurrences of split
+    forms and their pieces over the whole count (for the stop rule), and the forms the model reads as its unknown
+    token (``[UNK]``: one piece, so no saving; worth knowing)."""
+
+    forms: list[tuple[str, int, int]]
+    split_occurrences: int
+    split_pieces: int
+    unknown: Counter[str]
+
+
+def rank_forms(forms: Counter[str], backend: Backend, filters: Filters) -> Ranked:
+    """Every form the source splits, seen at least ``min_count`` times, best saving first (see :class:`Ranked`)."""
     model_tokens = backend.model_tokens
+    unk = getattr(backend.tokenizer.model, "unk_token", None)
     ranked = []
+    unknown: Counter[str] = Counter()
     split_occurrences = split_pieces = 0
     for form, count in forms.items():
-        pieces = len(model_tokens(form))
+        tokens = model_tokens(form)
+        pieces = len(tokens)
         if pieces <= 1:
+            if unk and tokens == [unk] and form != unk and count >= filters.min_count:
+                unknown[form] = count
             continue
         split_occurrences += count
         split_pieces += count * pieces
         if count >= filters.min_count:
             ranked.append((form, count, pieces))
     ranked.sort(key=lambda item: (-item[1] * (item[2] - 1), -item[1], item[0]))
-    return ranked, split_occurrences, split_pieces
+    return Ranked(ranked, split_occurrences, split_pieces, unknown)
 
 
 def word_of(backend: Backend, form: str) -> str:
@@ -315,14 +345,13 @@ def suggest_words(
         budget, budget_kind, operation = top, "top", "auto"
     if filters.exclude:  # as the words are found: normalized as the checkpoint does
         filters = replace(filters, exclude=filters.exclude | {backend.normalize(w).strip() for w in filters.exclude})
-    ranked, split_occurrences, split_pieces = rank_forms(counts.forms, backend, filters)
+    ranked = rank_forms(counts.forms, backend, filters)
     excluded: Counter[str] = Counter()
     if counts.excluded_urls:
         excluded["urls"] = counts.excluded_urls
     options = Options(sentence_initial=sentence_initial)
     chosen, stopped = _choose(
-        inventory, backend, ranked, counts.forms, budget, filters, options, (split_occurrences, split_pieces),
-        max_pieces_per_word, excluded,
+        inventory, backend, ranked, counts.forms, budget, filters, options, max_pieces_per_word, excluded,
     )  # fmt: skip
     plan = None
     if chosen:
@@ -339,13 +368,21 @@ def suggest_words(
         words=tuple(chosen),
         stopped=stopped,
         projection=projection,
-        candidates=len(ranked),
+        candidates=len(ranked.forms),
+        unknown=_unknown_words(backend, ranked.unknown),
         excluded=dict(sorted(excluded.items())),
         settings=dict(settings or {}),
         count_error=counts.count_error,
         held_out=held_out_projection,
     )
     return suggestion
+
+
+def _unknown_words(backend: Backend, unknown: Counter[str]) -> UnknownWords | None:
+    if not unknown:
+        return None
+    top = tuple((word_of(backend, form), count) for form, count in unknown.most_common(UNKNOWN_SHOWN))
+    return UnknownWords(len(unknown), sum(unknown.values()), top)
 
 
 def _project(backend: Backend, planned: Tokenizer | None, counted: Counted) -> Projection | None:
@@ -360,20 +397,19 @@ def _project(backend: Backend, planned: Tokenizer | None, counted: Counted) -> P
 def _choose(
     inventory: Inventory,
     backend: Backend,
-    ranked: list[tuple[str, int, int]],
+    ranked: Ranked,
     forms: Counter[str],
     budget: int,
     filters: Filters,
     options: Options,
-    split: tuple[int, int],
     max_pieces_per_word: float | None,
     excluded: Counter[str],
 ) -> tuple[list[Candidate], str]:
-    """The best words within ``budget`` ids, and why the choice stopped. ``split``: the occurrences of the forms
-    the source splits, and their pieces. The planner says which form each word takes and what it costs."""
+    """The best words within ``budget`` ids, and why the choice stopped. The planner says which form each word
+    takes and what it costs."""
     chosen: list[Candidate] = []
     spent = 0
-    occurrences, pieces_left = split
+    occurrences, pieces_left = ranked.split_occurrences, ranked.split_pieces
 
     def target_reached() -> str | None:
         average = pieces_left / occurrences if occurrences else 1.0
@@ -381,9 +417,9 @@ def _choose(
             return None
         return f"split words average {average:.2f} pieces (--max-pieces-per-word {max_pieces_per_word:g})"
 
-    words = _words_in_order(backend, ranked, filters, excluded)
+    words = _words_in_order(backend, ranked.forms, filters, excluded)
     while batch := list(itertools.islice(words, max(16, 2 * (budget - spent)))):
-        for candidate in _priced(inventory, backend, batch, forms, options, filters.min_count):
+        for candidate in _priced(inventory, backend, batch, forms, options, filters.min_count, excluded):
             if reason := target_reached():
                 return chosen, reason
             if spent + candidate.cost > budget:
@@ -401,13 +437,14 @@ def _words_in_order(
     backend: Backend, ranked: list[tuple[str, int, int]], filters: Filters, excluded: Counter[str]
 ) -> Iterator[tuple[str, str, int, int]]:
     """``(word, form, count, pieces)`` of the ranked forms whose word passes the filters, each word once (at its
-    best-ranked form, which need not be the one the surgery stores: see :func:`_priced`)."""
+    best-ranked form, which need not be the one the surgery stores: see :func:`_priced`). ``excluded``: the
+    occurrences left out, by filter."""
     seen: set[str] = set()
     for form, count, pieces in ranked:
         word = word_of(backend, form)
         reason = acceptable(word, filters)
         if reason is not None:
-            excluded[reason] += 1
+            excluded[reason] += count
         elif word not in seen:
             seen.add(word)
             yield word, form, count, pieces
@@ -449,18 +486,25 @@ def _priced(
     forms: Counter[str],
     options: Options,
     min_count: int,
+    excluded: Counter[str],
 ) -> list[Candidate]:
     """The words of ``batch`` with their cost (ids) and saving, from a plan of all of them, best saving per id
     first. A word is counted in the form the surgery stores it in (``Ġword`` also when it was found first as the
-    bare ``word`` after a parenthesis), not in the form it was ranked by."""
-    placed: dict[str, list[str]] = defaultdict(list)
+    bare ``word`` after a parenthesis), not in the form it was ranked by. A word the output would also match
+    inside longer words (an added token without ``single_word``: slow-only checkpoints) is left out: it would
+    change the pieces of other words."""
+    placed: dict[str, list[Placement]] = defaultdict(list)
     for placement in _placements(inventory, [word for word, *_ in batch], options):
-        placed[placement.token].append(placement.content)
+        placed[placement.token].append(placement)
     priced = []
-    for word, *_ in batch:
-        contents = placed.get(word, [])
-        if not contents:
+    for word, _, ranked_count, _ in batch:
+        placements = placed.get(word, [])
+        if not placements:
             continue  # already a token
+        if any(matched_inside_words(inventory, p) for p in placements):
+            excluded["inside-longer-words"] += ranked_count
+            continue
+        contents = [p.content for p in placements]
         form = contents[0]
         count, pieces = forms.get(form, 0), len(backend.model_tokens(form))
         if count < min_count or pieces <= 1:
@@ -504,7 +548,9 @@ def suggest(
     pipeline = Pipeline.of(inventory.tokenizer_json, lambda: load_backend(inventory).tokenizer)
     sizes = [f.size for f in files]
     expected = sum(size for size in sizes if size is not None) if None not in sizes else None
-    counter = CorpusCounter(pipeline, keep_urls=keep_urls, sample_chars=sample_chars, expected=expected)
+    counter = CorpusCounter(
+        pipeline, keep_urls=keep_urls, sample_chars=sample_chars, expected=expected, track_chunks=progress is not None
+    )
     report = (lambda count: progress(count, counter)) if progress is not None else None
     # the tokenizer, loaded meanwhile (into load_backend's cache): this process mostly waits for the workers
     ready = _Background(lambda: load_backend(inventory))

@@ -94,6 +94,15 @@ def added_entry(placement: Placement) -> dict[str, Any]:
     }
 
 
+def matched_inside_words(inventory: Inventory, placement: Placement) -> bool:
+    """Whether the output matches the word of ``placement`` inside longer words too: an added token that
+    tokenizer.json cannot mark ``single_word`` (see :func:`added_entry`), or any added token of a checkpoint with
+    only the slow files (added_tokens.json has no such flag: transformers matches ``hosp`` in ``hospital``)."""
+    if placement.mode != "added":
+        return False
+    return inventory.tokenizer_json is None or not added_entry(placement)["single_word"]
+
+
 def _word_char(char: str) -> bool:
     """A character tokenizers' ``single_word`` treats as part of a word."""
     return char.isalnum() or char == "_"

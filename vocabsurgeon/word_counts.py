@@ -10,8 +10,9 @@ steps of ``suggest``; see :mod:`vocabsurgeon.suggestions`).
    text's start. A pre-token is a form: what the model sees (``Ġhospitalization``, ``covid``). Where the pipeline
    writes SentencePiece's ``▁`` (and a pre-token can hold punctuation, or the whole text), a form is a run of
    letters, marks and digits behind its ``▁``.
-3. **Two cores.** Past ``PARALLEL_ABOVE`` characters the blocks go to worker processes that count and form on
-   their own and hand back their form counts; this module imports nothing heavy, so they start in a moment.
+3. **Two cores.** Past ``PARALLEL_ABOVE`` characters the blocks go to worker processes that count on their own;
+   at the end each forms one share of the distinct chunks (every process's counts of it merged) and hands back
+   its form counts. This module imports nothing heavy, so they start in a moment.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ from __future__ import annotations
 import heapq
 import json
 import re
+import zlib
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from .checks import CONTEXT, METASPACE
+from .checks import CONTEXT, METASPACE, after_context
 from .errors import WorkerDiedError
 
 if TYPE_CHECKING:
@@ -58,7 +60,22 @@ def pipeline_document(tokenizer_json: dict[str, Any]) -> dict[str, Any]:
     return document
 
 
-class Pipeline:
+class PipelineSteps:
+    """Normalizing and pre-tokenizing with ``self.tokenizer`` (a ``tokenizers.Tokenizer``), as the checkpoint
+    does: shared by :class:`Pipeline` and :class:`vocabsurgeon.backend.Backend`."""
+
+    tokenizer: Tokenizer
+
+    def normalize(self, text: str) -> str:
+        normalizer = self.tokenizer.normalizer
+        return normalizer.normalize_str(text) if normalizer is not None else text
+
+    def pre_tokenize(self, normalized: str) -> list[str]:
+        pre = self.tokenizer.pre_tokenizer
+        return [piece for piece, _ in pre.pre_tokenize_str(normalized)] if pre is not None else [normalized]
+
+
+class Pipeline(PipelineSteps):
     """A checkpoint's normalizer and pre-tokenizer (a ``tokenizers.Tokenizer`` around an empty model), from a
     JSON document small enough to hand to a worker process."""
 
@@ -78,20 +95,14 @@ class Pipeline:
         full = tokenizer_json if tokenizer_json is not None else json.loads(rebuilt().to_str())
         return cls(json.dumps(pipeline_document(full)))
 
-    def normalize(self, text: str) -> str:
-        normalizer = self.tokenizer.normalizer
-        return normalizer.normalize_str(text) if normalizer is not None else text
-
-    def pre_tokenize(self, normalized: str) -> list[str]:
-        pre = self.tokenizer.pre_tokenizer
-        return [piece for piece, _ in pre.pre_tokenize_str(normalized)] if pre is not None else [normalized]
-
 
 class ChunkCounter:
-    """The space-separated chunks of documents, counted in running text and at a text's start."""
+    """The space-separated chunks of documents: every occurrence (``chunks``), and the occurrences as a line's
+    first chunk, at a text's start (``initial``). Running text is the difference, taken once when forming:
+    taking it block by block costs as much as the counting."""
 
     def __init__(self, max_distinct: int = MAX_DISTINCT) -> None:
-        self.running: Counter[str] = Counter()
+        self.chunks: Counter[str] = Counter()
         self.initial: Counter[str] = Counter()
         self.max_distinct = max_distinct
         #: when memory ran short, the rarest chunks were dropped: any count may be low by up to this much (the sum of
@@ -100,30 +111,59 @@ class ChunkCounter:
 
     def add(self, text: str) -> None:
         """Count a block: documents joined by newlines."""
-        firsts = Counter(_FIRST_CHUNK.findall(text))
-        self.running.update(text.replace("\n", " ").split(" "))
-        self.running.subtract(firsts)
-        self.initial.update(firsts)
-        if len(self.running) > self.max_distinct:
+        self.chunks.update(text.replace("\n", " ").split(" "))
+        self.initial.update([line.split(" ", 1)[0] for line in text.split("\n")])
+        if len(self.chunks) > self.max_distinct:
             self._drop_rarest()
+
+    def running(self) -> Counter[str]:
+        """The occurrences in running text (not a line's first chunk)."""
+        running = self.chunks.copy()
+        running.subtract(self.initial)
+        return running
 
     def _drop_rarest(self) -> None:
         """Lossy counting: drop the chunks seen at most ``threshold`` times, the threshold rising until half the
-        room is free again."""
+        room is free again. A line-initial count dropped takes its occurrences out of ``chunks`` too, so that the
+        running-text count stays low, never high."""
         threshold = 0
-        while len(self.running) > self.max_distinct // 2:
+        chunks, initial = self.chunks, self.initial
+        while len(chunks) > self.max_distinct // 2:
             threshold += 1
-            for table in (self.running, self.initial):
-                for chunk in [c for c, n in table.items() if n <= threshold]:
-                    del table[chunk]
+            for chunk in [c for c, n in initial.items() if n <= threshold]:
+                left = chunks[chunk] - initial.pop(chunk)
+                if left > 0:
+                    chunks[chunk] = left
+                else:
+                    del chunks[chunk]
+            for chunk in [c for c, n in chunks.items() if n <= threshold]:
+                del chunks[chunk]
+                initial.pop(chunk, None)
         self.count_error += threshold
+
+    def partition(self, parts: int) -> list[ChunkCounter]:
+        """The chunks in ``parts`` disjoint shares, each chunk in the same share in every process (by a checksum,
+        not ``hash``, which differs from process to process). A share carries no count error: its counter
+        reports it once."""
+        shares = [ChunkCounter(self.max_distinct) for _ in range(parts)]
+        for name in ("chunks", "initial"):
+            tables = [getattr(share, name) for share in shares]
+            for chunk, count in getattr(self, name).items():
+                tables[zlib.crc32(chunk.encode("utf-8", "surrogatepass")) % parts][chunk] = count
+        return shares
+
+    def merge(self, other: ChunkCounter) -> None:
+        self.chunks.update(other.chunks)
+        self.initial.update(other.initial)
+        self.count_error += other.count_error
 
     def forms(self, pipeline: Pipeline, *, keep_urls: bool = False) -> FormCounts:
         """The counted chunks as forms (see the module docstring)."""
         forms: Counter[str] = Counter()
         excluded = 0
         words_in = _word_splitter(pipeline)
-        for table, initial in ((self.running, False), (self.initial, True)):
+        context = pipeline.pre_tokenize(pipeline.normalize(CONTEXT))
+        for table, initial in ((self.running(), False), (self.initial, True)):
             by_count: dict[int, list[str]] = defaultdict(list)
             for chunk, count in table.items():
                 if count <= 0 or not chunk.strip():
@@ -133,7 +173,7 @@ class ChunkCounter:
                     continue
                 by_count[count].append(chunk)
             for count, chunks in by_count.items():
-                for pre_tokens in _pre_tokenize(pipeline, chunks, initial):
+                for pre_tokens in _pre_tokenize(pipeline, chunks, initial, context):
                     for form in words_in(pre_tokens):
                         forms[form] += count
         return FormCounts(forms, excluded, self.count_error)
@@ -154,14 +194,13 @@ class FormCounts:
         self.count_error += other.count_error  # a word's counts from each part may each be low
 
 
-def _pre_tokenize(pipeline: Pipeline, chunks: list[str], initial: bool) -> Iterable[list[str]]:
+def _pre_tokenize(pipeline: Pipeline, chunks: list[str], initial: bool, context: list[str]) -> Iterable[list[str]]:
     """The pre-tokens of ``chunks``: in running text many at once (joined by spaces after the context word); at a
     text's start one at a time, since only one chunk can stand there."""
     if initial:
         for chunk in chunks:
             yield pipeline.pre_tokenize(pipeline.normalize(chunk))
         return
-    context = pipeline.pre_tokenize(pipeline.normalize(CONTEXT))
     start = 0
     while start < len(chunks):
         end, size = start, 0
@@ -169,12 +208,8 @@ def _pre_tokenize(pipeline: Pipeline, chunks: list[str], initial: bool) -> Itera
             size += len(chunks[end]) + 1
             end += 1
         pieces = pipeline.pre_tokenize(pipeline.normalize(f"{CONTEXT} " + " ".join(chunks[start:end])))
-        if pieces[: len(context)] == context:
-            yield pieces[len(context) :]
-        elif len(context) == 1 and pieces and pieces[0].startswith(context[0]):
-            yield [pieces[0][len(context[0]) :], *pieces[1:]]  # a pipeline that keeps the whole text one pre-token
-        else:
-            yield pieces  # a normalizer that joins the context to the text: the context word is counted too
+        rest = after_context(context, pieces)
+        yield rest if rest is not None else pieces  # a normalizer joined them: the context word is counted too
         start = end
 
 
@@ -296,7 +331,9 @@ class Counted:
 class CorpusCounter:
     """Counts a corpus block by block: in this process up to ``parallel_above`` characters (a small corpus never
     starts a process), then in ``workers`` processes, which split the blocks, count and sample on their own; this
-    process only reads. Also keeps the totals a progress bar shows."""
+    process only reads. At the end each worker forms a share of the distinct chunks, every process's counts of
+    that share merged (see :func:`serve`). Also keeps the totals a progress bar shows (``chunks`` only with
+    ``track_chunks``: counting them costs the reading process a pass over the text)."""
 
     def __init__(
         self,
@@ -308,6 +345,7 @@ class CorpusCounter:
         parallel_above: int | None = None,
         max_distinct: int | None = None,
         expected: int | None = None,
+        track_chunks: bool = False,
     ) -> None:
         self.pipeline = pipeline  # None: only sample (a held-out text)
         self.expected = expected  # bytes the corpus has on disk, when known: start the workers at once if many
@@ -316,89 +354,153 @@ class CorpusCounter:
         self.workers = WORKERS if workers is None else workers
         self.parallel_above = PARALLEL_ABOVE if parallel_above is None else parallel_above
         self.max_distinct = MAX_DISTINCT if max_distinct is None else max_distinct
+        self.track_chunks = track_chunks
         self.local = CorpusPart(sample_chars, self.max_distinct, count=pipeline is not None)
         self.lines = self.characters = self.chunks = 0
-        self._processes: list[Any] = []
-        self._connections: list[Connection] = []
+        self._workers: list[_Worker] = []
         self._next = 0
 
     def add(self, text: str) -> None:
         first = self.lines
         self.lines += text.count("\n") + 1
         self.characters += len(text)
-        self.chunks += text.count(" ") + 1
+        if self.track_chunks:
+            self.chunks += text.count(" ") + 1
         early = self.expected is not None and self.expected > self.parallel_above  # they start while we read
         if self.pipeline is not None and self.workers > 1 and (early or self.characters > self.parallel_above):
-            if not self._connections:
+            if not self._workers:
                 self._start()
-            try:
-                self._connections[self._next].send((text, first))
-            except OSError:  # BrokenPipeError: it died
-                self._died()
-            self._next = (self._next + 1) % len(self._connections)
+            self._workers[self._next].send((text, first))
+            self._next = (self._next + 1) % len(self._workers)
         else:
             self.local.add(text, first)
 
     def finish(self) -> Counted:
         """Everything counted (the workers' merged in), once."""
-        counted = self.local.result(self.pipeline, self.keep_urls)
+        local = self.local
+        if not self._workers:
+            return local.result(self.pipeline, self.keep_urls)
         try:
-            for connection in self._connections:
-                connection.send(None)
-            for connection in self._connections:
-                counted.merge(connection.recv())
-        except (OSError, EOFError):
-            self._died()
+            workers = self._workers
+            for worker in workers:
+                worker.send(None)
+            replies: list[tuple[list[ChunkCounter | None], int]] = [worker.receive() for worker in workers]
+            assert local.counter is not None
+            ours = local.counter.partition(len(workers))
+            for index, worker in enumerate(workers):
+                worker.send([reply[0][index] for reply in replies] + [ours[index]])
+            error = local.counter.count_error + sum(reply[1] for reply in replies)
+            counted = Counted(FormCounts(Counter(), 0, error), local.sample, local.documents, local.characters)
+            for worker in workers:
+                counted.merge(worker.receive())
+            return counted
         finally:
             self.close()
-        return counted
-
-    def _died(self) -> None:
-        codes = [p.exitcode for p in self._processes if not p.is_alive()]
-        how = f" (exit code {codes[0]})" if codes and codes[0] is not None else ""
-        raise WorkerDiedError(f"a word-counting worker process died{how}; nothing was written")
 
     def close(self) -> None:
-        """Stop the workers: they end at the closed pipe; one still busy (interrupted, or failing) is stopped."""
-        for connection in self._connections:
-            connection.close()
-        for process in self._processes:
-            process.join(timeout=0.5)
-            if process.is_alive():
-                process.terminate()
-                process.join(timeout=5)
-        self._connections, self._processes = [], []
+        """Stop the workers: they end at the closed connection; one still busy (interrupted, or failing) is
+        stopped."""
+        workers, self._workers = self._workers, []
+        for worker in workers:
+            worker.stop()
 
     def _start(self) -> None:
-        import multiprocessing
-
         assert self.pipeline is not None
-        # spawn, not fork: this process may already hold the tokenizers library's thread pool
-        context = multiprocessing.get_context("spawn")
-        for _ in range(self.workers):
-            ours, theirs = context.Pipe()
-            arguments = (
-                theirs, self.pipeline.document, self.keep_urls, self.sample_chars, self.max_distinct // self.workers,
+        share = self.max_distinct // self.workers
+        for index in range(self.workers):
+            settings = (self.pipeline.document, self.keep_urls, self.sample_chars, share, index, self.workers)
+            self._workers.append(_Worker(settings))
+
+
+class _Worker:
+    """A counting process: ``python -m vocabsurgeon._count_worker`` with one end of a socket pair. Not
+    multiprocessing's spawn, which runs the caller's main module again in the child: a library user's script
+    without an ``if __name__ == "__main__"`` guard would call suggest again there."""
+
+    def __init__(self, settings: tuple[Any, ...]) -> None:
+        import os
+        import subprocess
+        import sys
+        from multiprocessing.connection import Pipe
+        from pathlib import Path
+
+        ours, theirs = Pipe()
+        package_parent = str(Path(__file__).resolve().parent.parent)  # importable as installed or from a checkout
+        environment = dict(os.environ)
+        environment["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, environment.get("PYTHONPATH")) if p)
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "vocabsurgeon._count_worker", str(theirs.fileno())],
+                pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE, env=environment,
             )  # fmt: skip
-            process = context.Process(target=_count_in_worker, args=arguments, daemon=True)
-            process.start()
+        finally:
             theirs.close()
-            self._processes.append(process)
-            self._connections.append(ours)
+        self.connection = ours
+        self.send(settings)
+
+    def send(self, item: Any) -> None:
+        try:
+            self.connection.send(item)
+        except OSError:  # BrokenPipeError: it died
+            self._died()
+
+    def receive(self) -> Any:
+        try:
+            return self.connection.recv()
+        except (OSError, EOFError):
+            self._died()
+
+    def _died(self) -> NoReturn:
+        import subprocess
+
+        try:
+            code = self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            code = None
+        how = f" (exit code {code})" if code is not None else ""
+        last = ""
+        if code is not None and self.process.stderr is not None:
+            lines = self.process.stderr.read().decode("utf-8", "replace").strip().splitlines()
+            last = f": {lines[-1]}" if lines else ""
+        raise WorkerDiedError(f"a word-counting worker process died{how}{last}; nothing was written")
+
+    def stop(self) -> None:
+        import subprocess
+
+        self.connection.close()
+        try:
+            self.process.wait(timeout=0.5)
+        except subprocess.TimeoutExpired:
+            self.process.terminate()
+            self.process.wait(timeout=5)
+        if self.process.stderr is not None:
+            self.process.stderr.close()
 
 
-def _count_in_worker(
-    connection: Connection, document: str, keep_urls: bool, sample_chars: int, max_distinct: int
-) -> None:
-    """A worker: count and sample the blocks sent until None, then send back what it made of them. Ctrl-C is the
-    parent's to handle (it closes the pipe, which ends this loop)."""
+def serve(connection: Connection) -> None:
+    """A worker (:mod:`vocabsurgeon._count_worker`): its settings, then blocks to count and sample until None;
+    then its chunks in shares (one per worker) for the others, the other processes' counts of its own share,
+    and back what it made of that share. Ctrl-C is the parent's to handle (it closes the connection, which ends
+    this)."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    part = CorpusPart(sample_chars, max_distinct)
     try:
+        document, keep_urls, sample_chars, max_distinct, index, workers = connection.recv()
+        pipeline = Pipeline(document)
+        part = CorpusPart(sample_chars, max_distinct)
         while (item := connection.recv()) is not None:
             part.add(*item)
-        connection.send(part.result(Pipeline(document), keep_urls))
-    except (EOFError, OSError):  # the parent closed the pipe (interrupted, or failing): nothing to send to
+        assert part.counter is not None
+        shares: list[ChunkCounter | None] = list(part.counter.partition(workers))
+        mine, shares[index] = shares[index], None
+        connection.send((shares, part.counter.count_error))
+        for other in connection.recv():
+            if other is not None:
+                mine.merge(other)  # type: ignore[union-attr]
+        assert mine is not None
+        forms = mine.forms(pipeline, keep_urls=keep_urls)
+        connection.send(Counted(forms, part.sample, part.documents, part.characters))
+    except (EOFError, OSError):  # the parent closed the connection (interrupted, or failing): nothing to send to
         return

@@ -183,6 +183,15 @@ def _render(suggestion: Any) -> list[str]:
             ("saved", *[value for m in measures for value in ("", f"{m.saved_percent:.2f}%")]),
         ]
         lines.append(table(headers, rows, right=tuple(range(1, len(headers)))))
+    if suggestion.excluded:
+        reasons = ", ".join(f"{count:,} {reason}" for reason, count in suggestion.excluded.items())
+        lines.append(f"\noccurrences left out: {reasons}")
+    if (unknown := suggestion.unknown) is not None:
+        shown = ", ".join(f"{word} ({count:,})" for word, count in unknown.top[:5])
+        lines.append(
+            f"{unknown.words:,} words ({unknown.occurrences:,} occurrences) are the model's unknown token, one piece"
+            f" that saves nothing, so never chosen; add them by hand if they matter: {shown}"
+        )
     if suggestion.count_error:
         lines.append(
             f"\nthe corpus had too many distinct words to count them all: counts may be low by up to"

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from ..checks import CONTEXT as CONTEXT
 from ..checks import METASPACE as METASPACE
+from ..checks import after_context
 from ..errors import CheckpointFormatError
 from ..vocabulary import AddedToken, Vocabulary
 
@@ -204,18 +205,14 @@ class Family:
 def running_text_form(pipeline: TextPipeline, text: str, marker: str) -> str | None:
     """The pre-token the source makes of ``text`` after a word and a space, when it is one pre-token that starts
     with the word-boundary ``marker`` (``Ġ``, ``▁``): the form the model must hold to produce the word in running
-    text. Two shapes of pipeline: one that splits words (byte-level BPE, Unigram's Metaspace with split: the form is
-    the last pre-token) and one that keeps the whole text one pre-token (SentencePiece BPE: Llama 2's normalizer,
-    Metaspace without split: the form is what follows the context). None otherwise (the pre-tokenizer splits the
-    text, or puts no marker before it)."""
+    text (see :func:`~vocabsurgeon.checks.after_context` for the shapes of pipeline). None otherwise (the
+    pre-tokenizer splits the text, or puts no marker before it)."""
     context = pipeline.pre_tokenize(pipeline.normalize(CONTEXT))
-    pieces = pipeline.pre_tokenize(pipeline.normalize(f"{CONTEXT} {text}"))
-    form = None
-    if len(pieces) == len(context) + 1 and pieces[:-1] == context:
-        form = pieces[-1]
-    elif len(pieces) == len(context) == 1 and pieces[0].startswith(context[0]):
-        form = pieces[0][len(context[0]) :]
-    if form is None or not form.startswith(marker) or len(form) == len(marker):
+    rest = after_context(context, pipeline.pre_tokenize(pipeline.normalize(f"{CONTEXT} {text}")))
+    if rest is None or len(rest) != 1:
+        return None
+    form = rest[0]
+    if not form.startswith(marker) or len(form) == len(marker):
         return None
     return form
 
