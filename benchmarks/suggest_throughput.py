@@ -111,10 +111,10 @@ def build_llama3(path: Path, tokenizer_dir: Path) -> Path:
     return path
 
 
-def measure(model: Path, corpus: Path) -> dict[str, object]:
-    """One run in its own process: wall time, and the peak of the summed RSS of it and its worker processes
-    (polled every 20 ms)."""
-    command = [sys.executable, "-P", "-m", "vocabsurgeon", "suggest", str(model), str(corpus), "--json"]
+def run_measured(command: list[str]) -> dict[str, object]:
+    """One command in its own process: wall time, CPU time (user + system of it and its children) and the peak of
+    the summed RSS of it and its descendants (polled every 20 ms); its stdout."""
+    before = os.times()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:  # a pipe would fill and block
         start = time.perf_counter()
         process = subprocess.Popen(command, stdout=out, stderr=err, text=True)
@@ -123,11 +123,18 @@ def measure(model: Path, corpus: Path) -> dict[str, object]:
             peak = max(peak, sum(_rss_kib(pid) for pid in _tree(process.pid)))
             time.sleep(0.02)
         wall = time.perf_counter() - start
+        after = os.times()
         out.seek(0)
         err.seek(0)
         if process.returncode != 0:
-            raise SystemExit(f"suggest failed: {err.read()[-2000:]}")
-        return {"wall": wall, "rss_kib": peak, "stdout": out.read()}
+            raise SystemExit(f"{' '.join(command)} failed: {err.read()[-2000:]}")
+        cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
+        return {"wall": wall, "cpu": cpu, "rss_kib": peak, "stdout": out.read()}
+
+
+def measure(model: Path, corpus: Path) -> dict[str, object]:
+    """One suggest run (see :func:`run_measured`)."""
+    return run_measured([sys.executable, "-P", "-m", "vocabsurgeon", "suggest", str(model), str(corpus), "--json"])
 
 
 def main() -> int:

@@ -589,7 +589,7 @@ def test_init_keep_is_not_a_choice_of_append(bert_dir: Path, tmp_path: Path) -> 
     result = run("append", bert_dir, "--out", tmp_path / "out", "--token", "hospitalization", "--init", "keep")
     assert result.exit_code == 2
     assert result.stdout == ""
-    assert "'keep' is not one of 'subword-mean', 'mean', 'zeros', 'normal'." in result.stderr
+    assert "'keep' is not one of 'subword-mean', 'distill', 'mean', 'zeros', 'normal'." in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     assert "keep" not in run("append", "--help").stdout.split("--init")[1].split("--")[0]
     assert "keep:" in run("remap", "--help").stdout

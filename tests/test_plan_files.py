@@ -174,7 +174,10 @@ def _tensor_rows(document: dict[str, Any]) -> None:
 
 
 HAND_EDITS: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
-    "init bogus": (_edit_placement("init", "bogus"), "field placements[0].init must be one of subword-mean, mean"),
+    "init bogus": (
+        _edit_placement("init", "bogus"),
+        "field placements[0].init must be one of subword-mean, distill, mean",
+    ),
     "mode whatever": (_edit_placement("mode", "whatever"), "field placements[0].mode must be one of vocab, added"),
     "id out of range": (_edit_placement("id", 10**6), "field placements[0].id is 1000000, outside the 2000 rows"),
     "id as a string": (_edit_placement("id", "5"), "field placements[0].id must be an integer, not a string"),

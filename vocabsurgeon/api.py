@@ -24,7 +24,7 @@ from .auditing import audit as _audit
 from .errors import CheckpointNotFoundError, TokenRequestError
 from .fingerprints import fingerprint_files
 from .free_slots import SlotReport, find_slots
-from .inits import Init
+from .inits import DistillSettings, Init
 from .inventory import Inventory, read_inventory, require_tokenizer
 from .plan import Operation, Plan, WeightsFormat
 from .plan import load_plan as load_plan
@@ -70,13 +70,15 @@ def plan_surgery(
     resize_to: int | None = None,
     seed: int = 0,
     sentence_initial: bool = False,
+    distill: DistillSettings | None = None,
     fingerprints: bool = False,
 ) -> Plan:
     """The whole decision of a surgery, nothing written: which token goes to which id, every tensor's rows, every
     output file, the config keys. ``operation`` is ``remap`` (free slots only), ``append`` (new ids), ``auto``
     (slots first, then append) or ``resize`` (``resize_to`` rows, or as many as the tokenizer has ids).
     ``sentence_initial=True`` also places each word's form at a text's start where it differs (byte-level BPE).
-    ``fingerprints=True`` pins the plan to the source's exact bytes (what a saved plan needs)."""
+    ``distill``: what ``init="distill"`` reads (its corpus) and how long it trains. ``fingerprints=True`` pins
+    the plan to the source's exact bytes (what a saved plan needs)."""
     inventory = _inventory(model)
     options = Options(
         init=init,
@@ -84,6 +86,7 @@ def plan_surgery(
         weights_format=weights_format,
         seed=seed,
         sentence_initial=sentence_initial,
+        distill=distill,
     )
     if operation == "resize":
         if list(tokens) or list(special_tokens):
@@ -105,16 +108,19 @@ def apply_plan(
     verify: Level | None = "quick",
     progress: Any = None,
     manifest_extra: dict[str, Any] | None = None,
+    stage: Any = None,
 ) -> Result:
     """Carry ``plan`` out into the new directory ``out`` (atomically: it appears complete or not at all), checked
     at ``verify`` level (``quick``, ``full`` or None). ``source`` defaults to the plan's own source; a plan with
     fingerprints is refused if the source changed anywhere. ``progress`` is called with byte counts;
-    ``manifest_extra``: more keys for the output's manifest."""
+    ``manifest_extra``: more keys for the output's manifest; ``stage`` is called with a line on what a long
+    step before the writing is doing (distilling rows)."""
     inventory = _inventory(source if source is not None else plan.source)
     verifier = Verifier(verify) if verify is not None else None
     return execute_plan(
-        inventory, plan, out, force=force, verify=verifier, progress=progress, extra_manifest=manifest_extra
-    )
+        inventory, plan, out, force=force, verify=verifier, progress=progress, extra_manifest=manifest_extra,
+        stage=stage,
+    )  # fmt: skip
 
 
 def _surgery(
@@ -144,18 +150,20 @@ def remap(
     pad_to_multiple_of: int | None = None,
     weights_format: WeightsFormat | None = None,
     sentence_initial: bool = False,
+    distill: DistillSettings | None = None,
     verify: Level | None = "quick",
     force: bool = False,
     progress: Any = None,
 ) -> Result:
     """Put ``tokens`` and ``special_tokens`` into free slots of ``model`` (no resize) and write the result to
     ``out``. More tokens than slots is an error unless ``allow_append``. ``init``: see :mod:`vocabsurgeon.inits`
-    (default subword-mean for tokens, mean for special tokens)."""
+    (default subword-mean for tokens, mean for special tokens); ``init="distill"`` learns the rows from the source
+    model on contexts from ``distill.corpus`` (see :mod:`vocabsurgeon.distill`)."""
     operation: Operation = "auto" if allow_append else "remap"
     return _surgery(
         model, out, operation, tokens, special_tokens, verify, force, progress,
         init=init, pad_to_multiple_of=pad_to_multiple_of, weights_format=weights_format,
-        sentence_initial=sentence_initial,
+        sentence_initial=sentence_initial, distill=distill,
     )  # fmt: skip
 
 
@@ -169,16 +177,18 @@ def append(
     pad_to_multiple_of: int | None = None,
     weights_format: WeightsFormat | None = None,
     sentence_initial: bool = False,
+    distill: DistillSettings | None = None,
     verify: Level | None = "quick",
     force: bool = False,
     progress: Any = None,
 ) -> Result:
     """Append ``tokens`` and ``special_tokens`` to ``model`` after its last id, growing every vocabulary tensor
-    (rounded up to ``pad_to_multiple_of`` rows), and write the result to ``out``."""
+    (rounded up to ``pad_to_multiple_of`` rows), and write the result to ``out``. ``init`` and ``distill``: as for
+    :func:`remap`."""
     return _surgery(
         model, out, "append", tokens, special_tokens, verify, force, progress,
         init=init, pad_to_multiple_of=pad_to_multiple_of, weights_format=weights_format,
-        sentence_initial=sentence_initial,
+        sentence_initial=sentence_initial, distill=distill,
     )  # fmt: skip
 
 

@@ -18,7 +18,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -79,15 +79,17 @@ def execute_plan(
     verify: Verifier | None = None,
     progress: Progress | None = None,
     extra_manifest: dict[str, Any] | None = None,
+    stage: Callable[[str], None] | None = None,
 ) -> Result:
     """Write ``plan`` applied to ``inventory`` at ``out``, atomically; with ``verify``, only if every check of the
-    output passes (VerificationError lists those that fail).
+    output passes (VerificationError lists those that fail). ``stage`` hears what a long step before the writing
+    is doing (distilling rows).
 
     A plan with fingerprints (a saved plan) is applied only to the source it was made from, byte for byte: every
     source file is hashed first, and the files the plan rewrites must render to the content it records."""
     target = Path(out).expanduser().absolute()
     with claimed(target):
-        return _execute_claimed(inventory, plan, target, force, verify, progress, extra_manifest)
+        return _execute_claimed(inventory, plan, target, force, verify, progress, extra_manifest, stage)
 
 
 def _execute_claimed(
@@ -98,6 +100,7 @@ def _execute_claimed(
     verify: Verifier | None,
     progress: Progress | None,
     extra_manifest: dict[str, Any] | None,
+    stage: Callable[[str], None] | None = None,
 ) -> Result:
     """execute_plan holding the output's lock."""
     _check_output(inventory, target, force)
@@ -120,13 +123,20 @@ def _execute_claimed(
             )
     if plan.origin is not inventory:  # a plan loaded from a file, or made from another read of a source
         plan = check_plan_fits(inventory, plan)
+    learned = None
+    if plan.distill is not None:  # learned before anything is written (it loads the model: torch, transformers)
+        from .distill import learn_for_plan, manifest_entry
+
+        learned = learn_for_plan(inventory, plan, stage)
+        extra_manifest = {**(extra_manifest or {}), "distill": manifest_entry(plan, learned)}
     rendered, documents = plan.rendered, plan.documents
     staging = target  # until it exists: removing nothing on the way out (target does not exist, or is kept)
     try:
         staging = make_staging(target)
         written, copied, checks = _build(
-            inventory, plan, rendered, documents, staging, progress, fingerprints, extra_manifest, verify
-        )
+            inventory, plan, rendered, documents, staging, progress, fingerprints, extra_manifest, verify,
+            learned.rows if learned is not None else None,
+        )  # fmt: skip
         raise_on_failures(checks, target)  # names the output the user asked for, not the staging directory
         copy_permissions(inventory.root, staging)
         move_into_place(staging, target, replace=force)
@@ -181,9 +191,10 @@ def _build(
     fingerprints: dict[str, str] | None,
     extra_manifest: dict[str, Any] | None,
     verify: Verifier | None,
+    learned: dict[int, Any] | None = None,
 ) -> tuple[list[str], list[str], list[Check]]:
     checks: list[Check] = []
-    writer = _WeightWriter(inventory, plan, staging, _locked(progress) if progress is not None else None)
+    writer = _WeightWriter(inventory, plan, staging, _locked(progress) if progress is not None else None, learned)
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="vocabsurgeon-build") as pool:
         in_child: PendingChecks | None = None
         try:
@@ -288,6 +299,7 @@ class _WeightWriter:
     plan: Plan
     staging: Path
     progress: Progress | None
+    learned: dict[int, Any] | None = None  # the distilled rows, by id
     copying: threading.Event = field(default_factory=threading.Event)
     cancel: threading.Event = field(default_factory=threading.Event)
     started: threading.Event = field(default_factory=threading.Event)
@@ -316,7 +328,7 @@ class _WeightWriter:
     def _edits(self, weights: WeightSet, *, values: bool) -> dict[str, TensorEdit]:
         ops = [op for op in self.plan.tensors if op.file in weights.files]
         if values:
-            return {op.name: compute_edit(self.inventory, weights, op, self.plan) for op in ops}
+            return {op.name: compute_edit(self.inventory, weights, op, self.plan, self.learned) for op in ops}
         return {op.name: placeholder_edit(weights, op) for op in ops}
 
     def _write_set(self, weights: WeightSet) -> Iterable[tuple[str, bool]]:

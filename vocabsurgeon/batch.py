@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import CheckpointNotFoundError, OutputExistsError, RecipeError, VocabSurgeonError
-from .inits import INITS
+from .inits import DistillSettings, inits_for
 from .plan import hash_document
 
 if TYPE_CHECKING:
@@ -37,10 +37,15 @@ _KEYS: dict[str, tuple[type, ...]] = {
     "pad_to_multiple_of": (int,),
     "weights_format": (str,),
     "sentence_initial": (bool,),
+    "corpus": (list,),
+    "field": (str,),
+    "distill_contexts": (int,),
+    "distill_steps": (int,),
 }
+_DISTILL_KEYS = ("corpus", "field", "distill_contexts", "distill_steps")
 _CHOICES = {
     "strategy": ("remap", "append", "auto"),
-    "init": INITS,
+    "init": inits_for("remap"),
     "weights_format": ("safetensors", "pytorch"),
 }
 
@@ -54,12 +59,14 @@ class Recipe:
     pad_to_multiple_of: int | None = None
     weights_format: str | None = None
     sentence_initial: bool = False
+    distill: DistillSettings | None = None  # with init "distill": its corpus (absolute paths) and settings
 
     @property
     def hash(self) -> str:
         document = asdict(self)
-        if not self.sentence_initial:
-            del document["sentence_initial"]  # the recipes written before the key keep their hash
+        for key in ("sentence_initial", "distill"):  # the recipes written before these keys keep their hash
+            if not document[key]:
+                del document[key]
         return hash_document(document)
 
 
@@ -110,6 +117,19 @@ def read_recipe(path: str | os.PathLike[str]) -> Recipe:
         raise RecipeError(
             "no tokens: give tokens, special_tokens, tokens_file or special_tokens_file", path=recipe_path
         )
+    distill = None
+    if data.get("init") == "distill":
+        corpus = tuple(str((recipe_path.parent / c).resolve()) for c in data.get("corpus", []))
+        defaults = DistillSettings()
+        distill = DistillSettings(
+            corpus, data.get("field"), data.get("distill_contexts", defaults.contexts),
+            data.get("distill_steps", defaults.steps),
+        )  # fmt: skip
+        for key in ("distill_contexts", "distill_steps"):
+            if key in data and data[key] < 1:
+                raise RecipeError(f"line {_line_of(text, key)}: {key} must be at least 1", path=recipe_path)
+    elif given := [key for key in _DISTILL_KEYS if key in data]:
+        raise RecipeError(f'line {_line_of(text, given[0])}: {given[0]} is for init = "distill"', path=recipe_path)
     return Recipe(
         tokens=tuple(tokens),
         special_tokens=tuple(special),
@@ -118,6 +138,7 @@ def read_recipe(path: str | os.PathLike[str]) -> Recipe:
         pad_to_multiple_of=data.get("pad_to_multiple_of"),
         weights_format=data.get("weights_format"),
         sentence_initial=bool(data.get("sentence_initial", False)),
+        distill=distill,
     )
 
 
@@ -232,6 +253,7 @@ def _run_one(model: Path, output: Path, recipe: Recipe, dry_run: bool, verify: L
         pad_to_multiple_of=recipe.pad_to_multiple_of,
         weights_format=recipe.weights_format,  # type: ignore[arg-type]  # checked by read_recipe
         sentence_initial=recipe.sentence_initial,
+        distill=recipe.distill,
     )
     outcome = Outcome(
         str(model),

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from .errors import CheckpointFormatError, CheckpointNotFoundError, OutputExistsError, PlanError
-from .inits import INITIALIZATIONS, INITS, Init
+from .inits import INITIALIZATIONS, INITS, DistillSettings, Init
 
 Mode = Literal["vocab", "added", "special"]
 Operation = Literal["remap", "append", "auto", "resize"]
@@ -126,6 +126,8 @@ class Plan:
     init_std: float = 0.02  # the standard deviation of ``normal`` rows (the config's initializer_range)
     seed: int = 0
     notes: tuple[str, ...] = ()  # what the tokenizer family changes besides the placements (ignore_merges ...)
+    #: what the distilled rows (``init == "distill"``) read and how long they train; None when none is
+    distill: DistillSettings | None = None
     version: int = PLAN_VERSION
     #: the rendered tokenizer and config files (path -> bytes), kept from planning for apply; never serialized
     rendered: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
@@ -153,6 +155,7 @@ class Plan:
         document["skipped"] = [asdict(s) for s in self.skipped]
         document["tensors"] = [{**asdict(t), "rows": {r.init: list(r.ids) for r in t.rows}} for t in self.tensors]
         document["files"] = [{k: v for k, v in asdict(f).items() if v is not None} for f in self.files]
+        document["distill"] = self.distill.to_json() if self.distill is not None else None
         return document
 
 
@@ -294,7 +297,7 @@ def parse_plan(document: dict[str, Any], *, path: Path | None = None) -> Plan:
                 mode=f.choice("mode", MODES),
                 slot=f.choice("slot", SLOT_SOURCES),
                 replaces=f.string("replaces", optional=True),
-                init=f.choice("init", INITS),
+                init=f.choice("init", tuple(i for i in INITS if INITIALIZATIONS[i].choosable)),
                 pieces=pieces,
                 form=f.choice("form", FORMS, default="as-is"),
             )
@@ -306,8 +309,8 @@ def parse_plan(document: dict[str, Any], *, path: Path | None = None) -> Plan:
                 f"placements[{index}].id", f"is {placement.id}, also the id of placements[{seen[placement.id]}]"
             )
         seen[placement.id] = index
-        if placement.init == "subword-mean" and not placement.pieces:
-            raise top.fail(f"placements[{index}].pieces", "must list the piece ids a subword-mean row averages")
+        if placement.init in ("subword-mean", "distill") and not placement.pieces:
+            raise top.fail(f"placements[{index}].pieces", f"must list the piece ids a {placement.init} row starts from")
     skipped = []
     for index, item in enumerate(top.items("skipped", default=[])):
         f = top.child(item, f"skipped[{index}]")
@@ -384,7 +387,23 @@ def parse_plan(document: dict[str, Any], *, path: Path | None = None) -> Plan:
         init_std=top.positive("init_std", 0.02),
         seed=top.integer("seed", default=0),
         notes=tuple(_strings(top, "notes")),
+        distill=_distill(top, placements),
         version=top.choice("version", (PLAN_VERSION,), default=PLAN_VERSION),
+    )
+
+
+def _distill(top: _Fields, placements: list[Placement]) -> DistillSettings | None:
+    raw = top.get("distill", None)
+    if raw is None:
+        if any(p.init == "distill" for p in placements):
+            raise top.fail("distill", "must give the settings of the distilled rows")
+        return None
+    f = top.child(raw, "distill")
+    return DistillSettings(
+        corpus=tuple(_strings(f, "corpus")),
+        field=f.string("field", optional=True),
+        contexts=f.integer("contexts", minimum=1),
+        steps=f.integer("steps", minimum=1),
     )
 
 

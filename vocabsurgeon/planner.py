@@ -23,7 +23,7 @@ from .families import family_named
 from .families.base import CONTEXT
 from .formats import WEIGHT_FORMATS
 from .free_slots import Slot, embedding_rows, find_slots, placeholder_ids
-from .inits import Init
+from .inits import DistillSettings, Init
 from .inventory import MANIFEST, Inventory, WeightSet, require_tokenizer, taken_ids
 from .plan import FileOp, Form, Mode, Operation, Placement, Plan, RowInit, Skip, SlotSource, TensorOp, WeightsFormat
 from .render import render_config, render_index, render_tokenizer_documents
@@ -33,6 +33,7 @@ from .vocab_tensors import (
     find_vocab_tables,
     find_vocab_tensors,
     text_config,
+    ties_embeddings,
     vocab_size_key,
 )
 
@@ -57,6 +58,8 @@ class Options:
     #: also place each word's sentence-initial form where it differs from the running-text one (byte-level BPE:
     #: ``hospitalization`` besides ``Ġhospitalization``), as a second entry with a row of its own
     sentence_initial: bool = False
+    #: what ``init="distill"`` reads and how long it trains (its defaults when None)
+    distill: DistillSettings | None = None
 
 
 def parse_tokens_file(text: str, *, path: str, special: bool = False) -> list[TokenRequest]:
@@ -194,8 +197,9 @@ def place_tokens(
         init = _init_for(request, options.init, slot)
         pieces: tuple[int, ...] = ()
         stored = forms.get(content, "as-is")
-        if init == "subword-mean":
-            init, pieces = _subword_pieces(content, backend, id_to_token, unk, request.text, stored)
+        if init in ("subword-mean", "distill"):
+            found, pieces = _subword_pieces(content, backend, id_to_token, unk, request.text, stored)
+            init = init if found == "subword-mean" else found  # no known piece: the mean, not a learned row
         placements.append(Placement(request.text, content, token_id, mode, slot, replaces, init, pieces, stored))
 
     top = max([p.id for p in placements], default=-1) + 1
@@ -315,6 +319,7 @@ def _finish_plan(
         init_std=float(text_config(inventory.config).get("initializer_range", 0.02)),
         seed=options.seed,
         notes=notes,
+        distill=(options.distill or DistillSettings()) if any(p.init == "distill" for p in placements) else None,
         rendered=rendered,
         documents=documents,
         origin=inventory,
@@ -350,10 +355,15 @@ def plan_tensor_ops(
             f"{tensors.input.name} has {tensors.rows} rows, the plan expected {rows_before}", path=inventory.root
         )
     ops = []
+    tied = ties_embeddings(inventory.config)
     for spec in tensors.all:
         axis = tensors.axis(spec)
         view = spec.rows_view(axis)
-        wanted: list[tuple[int, Init]] = [(p.id, p.init) for p in placements if p.init != "keep"]
+        # a tied head saved as its own key (pytorch_model.bin keeps both names of one storage) is the input row
+        output = spec is not tensors.input and not (tied and spec.shape == tensors.input.shape)
+        wanted: list[tuple[int, Init]] = [
+            (p.id, _output_init(p.init) if output else p.init) for p in placements if p.init != "keep"
+        ]
         covered = {idx for idx, _ in wanted}
         wanted += [(idx, pad_init) for idx in range(view.shape[0], rows_after) if idx not in covered]
         if len(view.shape) == 1:
@@ -362,6 +372,12 @@ def plan_tensor_ops(
     for table in find_vocab_tables(weights.specs, inventory.config):
         ops += _table_op(weights, table, placements, rows_before, rows_after, pad_init)
     return ops
+
+
+def _output_init(init: Init) -> Init:
+    """A distilled word's rows in the output head and biases: the first piece's (its logit is what the source gives
+    the word's first piece). Only the input row is learned."""
+    return "first-piece" if init == "distill" else init
 
 
 def _table_op(
@@ -384,7 +400,7 @@ def _table_op(
     for p in placements:
         if p.init == "keep" or p.id >= after:
             continue
-        init = p.init
+        init: Init = "subword-mean" if p.init == "distill" else p.init  # a per-layer table is not distilled
         if init == "subword-mean" and not any(piece < rows for piece in p.pieces):
             init = "mean"
         wanted.append((p.id, init))
@@ -572,7 +588,7 @@ def _assign_ids(
 
 
 def _init_for(request: TokenRequest, init: Init | None, slot: SlotSource) -> Init:
-    if init is None:
+    if init is None or (init == "distill" and request.special):  # a special token has no pieces to distil
         return "mean" if request.special else "subword-mean"
     if init == "keep" and slot == "new":
         raise TokenRequestError("--init keep needs an existing row; new ids have none")
@@ -580,7 +596,7 @@ def _init_for(request: TokenRequest, init: Init | None, slot: SlotSource) -> Ini
 
 
 def _pad_init(init: Init | None) -> Init:
-    if init in (None, "subword-mean", "keep"):
+    if init in (None, "subword-mean", "keep", "distill"):
         return "mean"
     return init
 
@@ -616,7 +632,8 @@ def check_plan_fits(inventory: Inventory, plan: Plan) -> Plan:
     id_to_token = vocabulary.id_to_token
     unk = vocabulary.special_tokens.get("unk_token")
     free = {slot.id: slot.kind for slot in find_slots(inventory).slots}
-    backend = load_backend(inventory) if any(p.init == "subword-mean" for p in plan.placements) else None
+    learned = ("subword-mean", "distill")  # rows that start from the pieces
+    backend = load_backend(inventory) if any(p.init in learned for p in plan.placements) else None
     holds: bool | None = None  # whether words can be stored in their forms here (decided once, when asked)
 
     def pipeline() -> Backend:
@@ -647,7 +664,7 @@ def check_plan_fits(inventory: Inventory, plan: Plan) -> Plan:
         decided = None
         if backend is not None:
             decided = _subword_pieces(placement.content, backend, id_to_token, unk, placement.token, placement.form)
-        if placement.init == "subword-mean" and decided != ("subword-mean", placement.pieces):
+        if placement.init in learned and decided != ("subword-mean", placement.pieces):
             raise fail(f"{where}.pieces", "are not the pieces the source splits the token into")
     for index, placement in enumerate(plan.placements):
         takes = f"placements[{index}] takes {placement.slot} slot {placement.id}"
@@ -657,7 +674,7 @@ def check_plan_fits(inventory: Inventory, plan: Plan) -> Plan:
             raise fail("operation", f"is {plan.operation!r} but {takes}")
     if plan.operation == "resize" and plan.placements:
         raise fail("operation", "is 'resize' but the plan places tokens")
-    options = Options(init=plan.pad_init, weights_format=plan.weights_format, seed=plan.seed)
+    options = Options(init=plan.pad_init, weights_format=plan.weights_format, seed=plan.seed, distill=plan.distill)
     notes: list[str] = []
     if any(p.form != "as-is" for p in plan.placements):
         notes = _word_policy(inventory, load_backend(inventory))[1]

@@ -7,6 +7,7 @@ Reads source rows through the weight set's headers (read once, with the inventor
 from __future__ import annotations
 
 import zlib
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -26,10 +27,13 @@ def placeholder_edit(weights: WeightSet, op: TensorOp) -> TensorEdit:
     return TensorEdit(op.rows_after, indices, np.broadcast_to(np.float32(0), (len(indices), *shape[1:])), op.axis)
 
 
-def compute_edit(inventory: Inventory, weights: WeightSet, op: TensorOp, plan: Plan) -> TensorEdit:
+def compute_edit(
+    inventory: Inventory, weights: WeightSet, op: TensorOp, plan: Plan, learned: Mapping[int, np.ndarray] | None = None
+) -> TensorEdit:
     """The edit of ``op``, its rows computed from the source: ``subword-mean`` the float64 mean of the rows of the
-    placement's pieces (those within the tensor's rows), ``mean`` the mean of all trained rows, ``zeros``, and
-    ``normal`` N(0, init_std) draws from a generator seeded by the plan's seed and the tensor's name."""
+    placement's pieces (those within the tensor's rows), ``first-piece`` the row of the first of them, ``mean``
+    the mean of all trained rows, ``zeros``, ``normal`` N(0, init_std) draws from a generator seeded by the plan's
+    seed and the tensor's name, and ``distill`` the rows ``learned`` (see :mod:`vocabsurgeon.distill`)."""
     spec = weights.specs[op.name].rows_view(op.axis)
     path = inventory.path(op.file)
     header = weights.headers[op.file]
@@ -45,6 +49,13 @@ def compute_edit(inventory: Inventory, weights: WeightSet, op: TensorOp, plan: P
         if group.init == "subword-mean":
             pieces = [tuple(i for i in pieces_of[idx] if i < spec.shape[0]) for idx in group.ids]
             values[span] = _subword_means(handler, header, path, op, pieces)
+        elif group.init == "first-piece":
+            first = [next(i for i in pieces_of[idx] if i < spec.shape[0]) for idx in group.ids]
+            values[span] = handler.read_rows(header, path, op.name, first, axis=op.axis)  # type: ignore[attr-defined]
+        elif group.init == "distill":
+            if learned is None or any(idx not in learned for idx in group.ids):
+                raise ValueError(f"{op.name}: distilled rows were not learned before writing")
+            values[span] = np.stack([learned[idx] for idx in group.ids])
         elif group.init == "mean":
             exclude = [i for i in plan.exclude_from_mean if i < spec.shape[0]]
             values[span] = handler.read_row_mean(header, path, op.name, exclude, axis=op.axis)

@@ -101,6 +101,7 @@ def run() -> None:  # pragma: no cover - the console entry point of earlier inst
 
 from . import batch as _batch  # noqa: E402,F401
 from . import inspect as _inspect  # noqa: E402,F401  (registers the commands)
+from . import readiness as _readiness  # noqa: E402,F401
 from . import suggest as _suggest  # noqa: E402,F401
 from . import surgery as _surgery  # noqa: E402,F401
 

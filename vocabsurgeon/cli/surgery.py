@@ -12,7 +12,7 @@ import click
 
 from ..api import apply_plan, plan_surgery, read_tokens_file
 from ..apply import Result
-from ..inits import init_help, inits_for
+from ..inits import DEFAULT_CONTEXTS, DEFAULT_STEPS, DistillSettings, init_help, inits_for
 from ..inventory import Inventory, read_inventory
 from ..plan import Operation, Plan, load_plan, save_plan
 from ..planner import TokenRequest
@@ -105,6 +105,50 @@ def initial_option(function: Callable[..., Any]) -> Callable[..., Any]:
     )(function)
 
 
+def distill_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    """What ``--init distill`` reads and how long it trains (vocabsurgeon.distill)."""
+    for option in reversed(
+        [
+            click.option(
+                "--corpus",
+                "corpus",
+                multiple=True,
+                metavar="PATH",
+                help="With --init distill: text the words' contexts come from (files, .jsonl with --field, .gz,"
+                " directories, - for stdin; repeatable). Words with fewer than 8 get generated sentences.",
+            ),
+            click.option("--field", default=None, metavar="NAME", help="The text field of .jsonl corpus files."),
+            click.option(
+                "--distill-contexts",
+                type=click.IntRange(min=1),
+                default=DEFAULT_CONTEXTS,
+                show_default=True,
+                help="Contexts per word taken from --corpus.",
+            ),
+            click.option(
+                "--distill-steps",
+                type=click.IntRange(min=1),
+                default=DEFAULT_STEPS,
+                show_default=True,
+                help="L-BFGS iterations of the distillation.",
+            ),
+        ]
+    ):
+        function = option(function)
+    return function
+
+
+def distill_settings(kw: dict[str, Any]) -> DistillSettings | None:
+    """The settings of ``--init distill``; a distill option without it is a usage error."""
+    given = kw.get("corpus") or kw.get("field") is not None
+    if kw.get("init") != "distill":
+        if given:
+            raise click.UsageError("--corpus and --field are for --init distill")
+        return None
+    corpus = tuple(c if c == "-" else str(Path(c).absolute()) for c in kw["corpus"])  # a saved plan runs anywhere
+    return DistillSettings(corpus, kw["field"], kw["distill_contexts"], kw["distill_steps"])
+
+
 def pad_option(function: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "--pad-to-multiple-of", type=click.IntRange(min=1), default=None, help="Round the rows up to a multiple of N."
@@ -137,6 +181,7 @@ def collect_requests(
 @init_option("remap")
 @click.option("--allow-append", is_flag=True, help="Append the tokens that do not fit in free slots.")
 @initial_option
+@distill_options
 @pad_option
 @format_option
 def remap(model: str, **kwargs: Any) -> None:
@@ -156,6 +201,8 @@ def remap(model: str, **kwargs: Any) -> None:
     Example:
       vocabsurgeon remap ./all-MiniLM-L6-v2 --out ./minilm-bio \\
           --token COVID --token hospitalization --token COVID-19 --special-token '[special1]'
+      vocabsurgeon remap ./all-MiniLM-L6-v2 --out ./minilm-bio \\
+          --tokens-file terms.txt --init distill --corpus notes/
     """
     operation: Operation = "auto" if kwargs.pop("allow_append") else "remap"
     _surgery(model, operation, **kwargs)
@@ -167,6 +214,7 @@ def remap(model: str, **kwargs: Any) -> None:
 @write_options
 @init_option("append")
 @initial_option
+@distill_options
 @pad_option
 @format_option
 def append(model: str, **kwargs: Any) -> None:
@@ -222,6 +270,7 @@ def _surgery(model: str, operation: Operation, **kw: Any) -> None:
         weights_format=kw.get("weights_format"),
         resize_to=kw.get("resize_to"),
         sentence_initial=kw.get("sentence_initial", False),
+        distill=distill_settings(kw),
         fingerprints=kw["save_plan"] is not None,
     )
     if kw["save_plan"] is not None:
@@ -248,8 +297,12 @@ def finished_if_main_thread() -> None:
 
 def _execute(inventory: Inventory, plan: Plan, **kw: Any) -> None:
     verify = verify_choice(kw["verify_level"], kw["no_verify"])
-    with progress_bar(inventory, quiet=kw["quiet"] or kw["as_json"]) as progress:
-        result = apply_plan(plan, kw["out"], source=inventory, force=kw["force"], verify=verify, progress=progress)
+    quiet = kw["quiet"] or kw["as_json"]
+    with progress_bar(inventory, quiet=quiet) as progress:
+        result = apply_plan(
+            plan, kw["out"], source=inventory, force=kw["force"], verify=verify, progress=progress,
+            stage=stage_line(quiet=quiet),
+        )  # fmt: skip
     finished_if_main_thread()
     if kw["as_json"]:
         emit_json(result_json(result))
@@ -345,6 +398,18 @@ def render_plan(plan: Plan, *, details: bool = False) -> str:
 
 def _n(value: int | None) -> str:
     return "-" if value is None else str(value)
+
+
+def stage_line(*, quiet: bool) -> Callable[[str], None] | None:
+    """A line on stderr that a long step before the writing rewrites as it goes (a terminal only)."""
+    if quiet or not sys.stderr.isatty():
+        return None
+
+    def show(text: str) -> None:
+        sys.stderr.write(f"\r\033[K{text}")
+        sys.stderr.flush()
+
+    return show
 
 
 @contextmanager
