@@ -5,6 +5,7 @@ subword-mean surgery only in the new rows, is deterministic, and reads held-out 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -158,7 +159,7 @@ def test_distill_without_a_corpus_generates_contexts_and_a_saved_plan_applies(be
 def test_distill_options_need_distill(bert_dir: Path, tmp_path: Path) -> None:
     result = invoke("remap", bert_dir, "--out", tmp_path / "out", "--token", WORDS[0], "--corpus", tmp_path)
     assert result.exit_code == 2
-    assert "--corpus and --field are for --init distill" in result.output
+    assert "--corpus is for --init distill" in result.output
     assert not (tmp_path / "out").exists()
 
 
@@ -207,3 +208,104 @@ def test_a_sentence_transformers_directory_loads_and_reads_better(minilm: Path, 
     text = invoke("readiness", distilled, "--against", minilm, "--corpus", held_out)
     assert "readiness of 2 new words: states" in text.output
     assert "lowest:" in text.output
+
+
+def build_tiny_gemma(path: Path, tokenizer_dir: Path) -> Path:
+    """A tiny Gemma 2 (its input embedding multiplies rows by sqrt(hidden)) around the tiny Llama's byte-level
+    tokenizer files (512 ids, 8 reserved slots)."""
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    path.mkdir(parents=True)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (tokenizer_dir / name).is_file():
+            shutil.copyfile(tokenizer_dir / name, path / name)
+    config = Gemma2Config(
+        vocab_size=512, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=16, bos_token_id=502, eos_token_id=503, pad_token_id=503,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    Gemma2ForCausalLM(config).eval().save_pretrained(path)
+    return path
+
+
+def test_a_scaled_embedding_is_distilled_through_its_module(llama_dir: Path, tmp_path: Path) -> None:
+    """Gemma's embedding multiplies every row by sqrt(hidden). The loss the distillation reports for a word is the
+    loss of the written output model itself on the same contexts (so the student saw the inputs the model
+    builds: indexing the matrix directly gives another loss), and it reads held-out text better than the
+    subword mean."""
+    from transformers import AutoModel
+
+    from vocabsurgeon import distill
+
+    model = build_tiny_gemma(tmp_path / "gemma", llama_dir)
+    fit, held_out = corpus(tmp_path / "fit.txt", FIT), corpus(tmp_path / "held.txt", HELD_OUT)
+    plain, distilled = tmp_path / "plain", tmp_path / "distilled"
+    surgery(model, plain)
+    report = surgery(model, distilled, "--init", "distill", "--corpus", fit, "--distill-steps", "10")
+    placement = report["plan"]["placements"][0]
+    recorded = json.loads((distilled / "vocabsurgeon.json").read_text(encoding="utf-8"))["distill"]["words"][0]
+
+    source, tokenizer, causal = distill.load_model(model)
+    output = AutoModel.from_pretrained(str(distilled)).eval()
+    target = distill.Target(placement["id"], placement["token"], tuple(placement["pieces"]))
+    contexts = distill.find_contexts([target.word], [fit.read_text(encoding="utf-8")], distill.DEFAULT_CONTEXTS)
+    examples = distill._examples(tokenizer, target, contexts[target.word], causal, distill.WordReport(target.word))
+    distill._teach(source, examples)
+    loss = 0.0
+    with torch.no_grad():
+        for example in examples:
+            ids = list(example.student_ids)
+            ids[example.position] = target.id  # the real id, read by the output's own embedding
+            states = output(input_ids=torch.tensor([ids])).last_hidden_state[0].float()[example.target_positions]
+            assert example.targets is not None
+            assert example.pooled is not None
+            loss += float((states - example.targets).pow(2).mean())
+            loss += distill.POOLED_WEIGHT * float((states.mean(dim=0) - example.pooled).pow(2).mean())
+    assert loss / len(examples) == pytest.approx(recorded["loss_after"], rel=1e-3)
+
+    states = {}
+    for name, out in (("plain", plain), ("distilled", distilled)):
+        result = invoke("readiness", out, "--against", model, "--corpus", held_out, "--json")
+        assert result.exit_code == 0, result.output
+        states[name] = json.loads(result.stdout)["states_mean"]
+    assert states["distilled"] > states["plain"]
+
+
+def test_digit_words_initial_forms_and_append_are_distilled(llama_dir: Path, tmp_path: Path) -> None:
+    """A word that begins with a digit (byte-level BPE gives ``Ġ`` its own piece before it), a word's
+    sentence-initial form (learned on texts it opens), and append (new ids): each learns from usable contexts."""
+    words = ["2FA", "thrombocytopenia"]
+    fit = tmp_path / "fit.txt"
+    fit.write_text("".join(t.format(w) + "\n" for t in FIT for w in words), encoding="utf-8")
+    out = tmp_path / "out"
+    args = [a for w in words for a in ("--token", w)]
+    result = invoke(
+        "append", llama_dir, "--out", out, *args, "--init", "distill", "--corpus", fit, "--sentence-initial",
+        "--distill-steps", "4", "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    placements = json.loads(result.stdout)["plan"]["placements"]
+    assert all(p["slot"] == "new" for p in placements)
+    reports = json.loads((out / "vocabsurgeon.json").read_text(encoding="utf-8"))["distill"]["words"]
+    assert len(reports) == len(placements)
+    for placement, report in zip(placements, reports, strict=True):
+        assert "fallback" not in report, (placement, report)
+        if placement["form"] == "sentence-initial":
+            assert (report["corpus_contexts"], report["generated_contexts"]) == (0, 8)
+        else:
+            assert report["corpus_contexts"] == len(FIT), (placement, report)
+        assert report["loss_after"] < report["loss_before"]
+
+
+def test_planning_a_distillation_imports_neither_torch_nor_transformers(bert_dir: Path, tmp_path: Path) -> None:
+    from test_cli_inspect import imported_modules, torch_modules
+
+    plan = tmp_path / "plan.json"
+    modules, completed = imported_modules(
+        "remap", bert_dir, "--token", WORDS[0], "--init", "distill", "--corpus", corpus(tmp_path / "c.txt", FIT),
+        "--dry-run", "--save-plan", plan,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert torch_modules(modules) == []
+    assert [m for m in modules if m.split(".")[0] == "transformers"] == []
+    assert json.loads(plan.read_text(encoding="utf-8"))["distill"]["corpus"] == [str(tmp_path / "c.txt")]

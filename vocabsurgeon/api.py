@@ -109,17 +109,20 @@ def apply_plan(
     progress: Any = None,
     manifest_extra: dict[str, Any] | None = None,
     stage: Any = None,
+    link_unchanged: bool = False,
 ) -> Result:
     """Carry ``plan`` out into the new directory ``out`` (atomically: it appears complete or not at all), checked
     at ``verify`` level (``quick``, ``full`` or None). ``source`` defaults to the plan's own source; a plan with
     fingerprints is refused if the source changed anywhere. ``progress`` is called with byte counts;
     ``manifest_extra``: more keys for the output's manifest; ``stage`` is called with a line on what a long
-    step before the writing is doing (distilling rows)."""
+    step before the writing is doing (distilling rows). ``link_unchanged``: hard-link the weight files the plan
+    does not change instead of cloning or copying them (the output then shares their inodes with the source:
+    writing into one changes the other)."""
     inventory = _inventory(source if source is not None else plan.source)
     verifier = Verifier(verify) if verify is not None else None
     return execute_plan(
         inventory, plan, out, force=force, verify=verifier, progress=progress, extra_manifest=manifest_extra,
-        stage=stage,
+        stage=stage, link_unchanged=link_unchanged,
     )  # fmt: skip
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .errors import OutputExistsError, SourceChangedError
+from .errors import LinkRefusedError, OutputExistsError, SourceChangedError
 from .fingerprints import fingerprint_files
 from .formats.json_file import JsonStyle, dump_json
 from .formats.weights import Progress, TensorEdit
@@ -80,16 +80,21 @@ def execute_plan(
     progress: Progress | None = None,
     extra_manifest: dict[str, Any] | None = None,
     stage: Callable[[str], None] | None = None,
+    link_unchanged: bool = False,
 ) -> Result:
     """Write ``plan`` applied to ``inventory`` at ``out``, atomically; with ``verify``, only if every check of the
     output passes (VerificationError lists those that fail). ``stage`` hears what a long step before the writing
-    is doing (distilling rows).
+    is doing (distilling rows). A weight file the plan does not change is cloned (a reflink, where the
+    filesystem can: the same bytes, no copy), else copied; ``link_unchanged`` hard-links it instead (the output
+    must be on the source's filesystem; the two then share those files' inodes).
 
     A plan with fingerprints (a saved plan) is applied only to the source it was made from, byte for byte: every
     source file is hashed first, and the files the plan rewrites must render to the content it records."""
     target = Path(out).expanduser().absolute()
     with claimed(target):
-        return _execute_claimed(inventory, plan, target, force, verify, progress, extra_manifest, stage)
+        if link_unchanged:
+            _check_linkable(inventory, target)
+        return _execute_claimed(inventory, plan, target, force, verify, progress, extra_manifest, stage, link_unchanged)
 
 
 def _execute_claimed(
@@ -101,6 +106,7 @@ def _execute_claimed(
     progress: Progress | None,
     extra_manifest: dict[str, Any] | None,
     stage: Callable[[str], None] | None = None,
+    link_unchanged: bool = False,
 ) -> Result:
     """execute_plan holding the output's lock."""
     _check_output(inventory, target, force)
@@ -135,7 +141,7 @@ def _execute_claimed(
         staging = make_staging(target)
         written, copied, checks = _build(
             inventory, plan, rendered, documents, staging, progress, fingerprints, extra_manifest, verify,
-            learned.rows if learned is not None else None,
+            learned.rows if learned is not None else None, link_unchanged,
         )  # fmt: skip
         raise_on_failures(checks, target)  # names the output the user asked for, not the staging directory
         copy_permissions(inventory.root, staging)
@@ -192,9 +198,11 @@ def _build(
     extra_manifest: dict[str, Any] | None,
     verify: Verifier | None,
     learned: dict[int, Any] | None = None,
+    link_unchanged: bool = False,
 ) -> tuple[list[str], list[str], list[Check]]:
     checks: list[Check] = []
-    writer = _WeightWriter(inventory, plan, staging, _locked(progress) if progress is not None else None, learned)
+    report = _locked(progress) if progress is not None else None
+    writer = _WeightWriter(inventory, plan, staging, report, learned, link_unchanged)
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="vocabsurgeon-build") as pool:
         in_child: PendingChecks | None = None
         try:
@@ -289,6 +297,52 @@ def _copy(source: Path, destination: Path) -> None:
     shutil.copyfile(source, destination)  # follows symlinks: a cache snapshot is copied by content
 
 
+#: the Linux ioctl that makes ``dst`` share ``src``'s extents (Btrfs, XFS, bcachefs, OCFS2; not ext4, tmpfs)
+FICLONE = 0x40049409
+
+
+def _clone(source: Path, destination: Path, link: bool) -> bool:
+    """``destination`` as the same bytes as ``source`` without copying them: a hard link with ``link``, else a
+    reflink where the filesystem makes one. False where it cannot (the caller copies); a symlink (a cache
+    snapshot) is followed to its blob."""
+    real = source.resolve()
+    if link:
+        os.link(real, destination)
+        return True
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        return False
+    try:
+        with open(real, "rb") as src, open(destination, "xb") as dst:
+            try:
+                fcntl.ioctl(dst.fileno(), FICLONE, src.fileno())
+                return True
+            except OSError:  # EOPNOTSUPP, EXDEV, EINVAL, ENOTTY: no reflinks here
+                pass
+    except OSError:
+        destination.unlink(missing_ok=True)
+        raise
+    destination.unlink()  # the empty file: the caller's copy creates it again
+    return False
+
+
+def _check_linkable(inventory: Inventory, target: Path) -> None:
+    """--link-unchanged needs the output on the source's filesystem (a hard link cannot cross one)."""
+    parent = target
+    while not parent.exists():
+        parent = parent.parent
+    weights = [inventory.path(f).resolve() for ws in inventory.weights for f in ws.files]
+    devices = {os.stat(path).st_dev for path in weights}
+    if devices and devices != {os.stat(parent).st_dev}:
+        raise LinkRefusedError(
+            "--link-unchanged needs the output on the filesystem of the source's weights (a hard link cannot"
+            " cross filesystems); nothing was written",
+            path=target,
+            hint="write the output there, or leave --link-unchanged out (unchanged files are then copied)",
+        )
+
+
 @dataclass
 class _WeightWriter:
     """Writes the weight files of a plan, in a worker thread. ``copying`` is set once the copies are under way (or
@@ -300,6 +354,7 @@ class _WeightWriter:
     staging: Path
     progress: Progress | None
     learned: dict[int, Any] | None = None  # the distilled rows, by id
+    link_unchanged: bool = False  # hard-link weight files the plan does not change (else: a reflink, or a copy)
     copying: threading.Event = field(default_factory=threading.Event)
     cancel: threading.Event = field(default_factory=threading.Event)
     started: threading.Event = field(default_factory=threading.Event)
@@ -358,6 +413,15 @@ class _WeightWriter:
         def write(relative: str) -> tuple[str, bool]:
             destination = _inside(staging, relative)
             own = mine(relative, edits)
+            if (
+                not own
+                and not self.cancel.is_set()
+                and _clone(inventory.path(relative), destination, self.link_unchanged)
+            ):
+                if progress is not None:
+                    progress(destination.stat().st_size)
+                started()
+                return relative, False
             handler.write_edited(
                 weights.headers[relative], inventory.path(relative), destination, own, progress, self.cancel, started
             )

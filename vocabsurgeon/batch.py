@@ -8,6 +8,7 @@ recipe hash and source fingerprints is skipped: re-running a batch rewrites noth
 from __future__ import annotations
 
 import glob
+import json
 import os
 import re
 import sys
@@ -128,6 +129,10 @@ def read_recipe(path: str | os.PathLike[str]) -> Recipe:
         for key in ("distill_contexts", "distill_steps"):
             if key in data and data[key] < 1:
                 raise RecipeError(f"line {_line_of(text, key)}: {key} must be at least 1", path=recipe_path)
+        if corpus:
+            from .corpus import find_corpus
+
+            find_corpus(corpus, data.get("field"))  # a missing corpus: one line before any directory runs
     elif given := [key for key in _DISTILL_KEYS if key in data]:
         raise RecipeError(f'line {_line_of(text, given[0])}: {given[0]} is for init = "distill"', path=recipe_path)
     return Recipe(
@@ -210,6 +215,94 @@ def outputs_for(models: Sequence[Path], out_root: Path) -> dict[Path, Path]:
     return outputs
 
 
+def task_slice(models: Sequence[Path], index: int, count: int) -> list[Path]:
+    """The directories task ``index`` of ``count`` takes: every ``count``-th from its index (round robin, so that
+    tasks get similar shares of a listing sorted by size or name), the same for every run of the same list."""
+    if count < 1:
+        raise RecipeError(f"--task-count must be at least 1, not {count}")
+    if not 0 <= index < count:
+        raise RecipeError(f"--task-index must be from 0 to {count - 1} (--task-count {count}), not {index}")
+    return list(models[index::count])
+
+
+def slurm_task() -> tuple[int, int] | None:
+    """``(index, count)`` of a Slurm array task, from its environment: the index counts from the array's first id
+    (``--array=1-8`` gives 0..7), None outside an array job."""
+    task, total = os.environ.get("SLURM_ARRAY_TASK_ID"), os.environ.get("SLURM_ARRAY_TASK_COUNT")
+    if task is None or total is None:
+        return None
+    try:
+        first = int(os.environ.get("SLURM_ARRAY_TASK_MIN", "0"))
+        return int(task) - first, int(total)
+    except ValueError:
+        raise RecipeError(f"SLURM_ARRAY_TASK_ID {task!r} / SLURM_ARRAY_TASK_COUNT {total!r} are not numbers") from None
+
+
+def append_report(path: Path, outcome: Outcome, recipe: Recipe, task: tuple[int, int] | None) -> None:
+    """One JSON line per directory appended to ``path``: the outcome, the recipe's hash, the task and the time.
+    Each line is one ``write`` of a file opened for appending, so the lines of tasks writing one report on a
+    local filesystem never interleave (on NFS, give each task its own file: batch-report merges them)."""
+    import datetime as _dt
+
+    record = {
+        **asdict(outcome),
+        "recipe_hash": recipe.hash,
+        "task": list(task) if task is not None else None,
+        "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(descriptor, line)
+    finally:
+        os.close(descriptor)
+
+
+@dataclass(frozen=True)
+class ReportSummary:
+    """The latest record of each directory across report files, and their counts by status."""
+
+    records: tuple[dict[str, Any], ...]
+    counts: dict[str, int]
+    lines: int
+    files: int
+
+    @property
+    def failed(self) -> list[dict[str, Any]]:
+        return [r for r in self.records if r.get("status") == "failed"]
+
+
+def summarize_reports(paths: Sequence[str | os.PathLike[str]]) -> ReportSummary:
+    """Merge the JSON-lines reports of many batch tasks: a directory's latest record wins (a re-run that
+    succeeded after a failure counts as ok), in the order directories first appear. A line that is not a record
+    is an error naming the file and the line."""
+    latest: dict[str, dict[str, Any]] = {}
+    lines = 0
+    for given in paths:
+        path = Path(given)
+        if not path.is_file():
+            raise CheckpointNotFoundError("report file does not exist", path=path)
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                raise RecipeError(f"line {number} is not a JSON record", path=path) from None
+            if not isinstance(record, dict) or not isinstance(record.get("model"), str) or "status" not in record:
+                raise RecipeError(f"line {number} is not a batch record (no model and status)", path=path)
+            lines += 1
+            previous = latest.get(record["model"])
+            if previous is None or str(record.get("finished", "")) >= str(previous.get("finished", "")):
+                latest[record["model"]] = record  # a directory keeps the place where it first appeared
+    records = tuple(latest.values())
+    counts: dict[str, int] = {}
+    for record in records:
+        counts[record["status"]] = counts.get(record["status"], 0) + 1
+    return ReportSummary(records, counts, lines, len(paths))
+
+
 def run_one(model: str, output: str, recipe: Recipe, dry_run: bool, verify: Level | None = "quick") -> Outcome:
     """Plan and apply the recipe to one directory; every error becomes a failed Outcome (never raised).
     ``verify``: the verification level ("quick", "full") or None for none."""
@@ -229,10 +322,9 @@ def run_one(model: str, output: str, recipe: Recipe, dry_run: bool, verify: Leve
 
 def _run_one(model: Path, output: Path, recipe: Recipe, dry_run: bool, verify: Level | None, start: float) -> Outcome:
     from .api import apply_plan, plan_surgery
-    from .fingerprints import fingerprint_files
-    from .inventory import MANIFEST, read_inventory
+    from .fingerprints import fingerprint_paths
+    from .inventory import MANIFEST, list_files, read_inventory
 
-    inventory = read_inventory(model)  # an inconsistent one is refused by the planner, as in every surgery
     force = False
     if output.exists():
         manifest_path = output / MANIFEST
@@ -241,9 +333,16 @@ def _run_one(model: Path, output: Path, recipe: Recipe, dry_run: bool, verify: L
         from .formats.json_file import read_json_object
 
         manifest, _ = read_json_object(manifest_path)
-        if manifest.get("recipe_hash") == recipe.hash and manifest.get("source_files") == fingerprint_files(inventory):
-            return Outcome(str(model), str(output), "skipped", seconds=time.perf_counter() - start, reason="up to date")
+        # up to date: the same recipe, and every source byte as recorded (hashed without parsing the source: a
+        # re-run over many directories costs little more than their hashing)
+        if manifest.get("recipe_hash") == recipe.hash and model.is_dir():
+            files = sorted(list_files(model))
+            if manifest.get("source_files") == fingerprint_paths(model, files):
+                return Outcome(
+                    str(model), str(output), "skipped", seconds=time.perf_counter() - start, reason="up to date"
+                )
         force = True
+    inventory = read_inventory(model)  # an inconsistent one is refused by the planner, as in every surgery
     plan = plan_surgery(
         inventory,
         recipe.strategy,
@@ -279,9 +378,26 @@ def run_batch(
     dry_run: bool = False,
     verify: Level | None = "quick",
     on_done: Callable[[Outcome], None] | None = None,
+    task: tuple[int, int] | None = None,
+    report: Path | None = None,
 ) -> list[Outcome]:
-    """Run every directory (in ``jobs`` processes); outcomes in the order of ``models``."""
+    """Run every directory (in ``jobs`` processes); outcomes in the order of ``models``. ``task``: ``(index,
+    count)``, only this task's share of ``models`` (see :func:`task_slice`; names are checked against the whole
+    list, so that every task refuses the same clash); ``report``: a JSON-lines file each outcome is appended to
+    (see :func:`append_report`)."""
     outputs = outputs_for(models, out_root)
+    if task is not None:
+        models = task_slice(models, *task)
+    if not models:
+        return []
+    if report is not None:
+        done = on_done
+
+        def on_done(outcome: Outcome) -> None:
+            append_report(report, outcome, recipe, task)
+            if done is not None:
+                done(outcome)
+
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(models)))
     results: dict[Path, Outcome] = {}
     if jobs == 1:

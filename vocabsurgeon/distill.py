@@ -22,13 +22,16 @@ embedding, and for any model a summary the word must not shift). Measured on the
 (benchmarks/distill_readiness.py): the mean term lifts held-out sentence agreement from 0.909 to 0.940 at the
 same cost; matching every layer's states instead of the last gave 0.909 (and a lower minimum).
 
-Teacher once, student many: the teacher's targets are computed once per context (no gradient) and kept for a
-group of words. The student's rows are fitted by L-BFGS (strong Wolfe line search) on every context of the group
-at once, ``steps`` iterations: the rows are a few hundred numbers per word and the loss is smooth, so a
-quasi-Newton method reaches in 14 iterations what Adam reaches in 30-100 (measured: 0.949 held-out agreement at
-about 2 CPU-seconds per word against Adam's 3.5), and with the whole batch in every step nothing is drawn at
-random: the rows are a function of the source, the words and the contexts. torch and transformers are imported
+Teacher once, student many: the teacher's targets are computed once per context (no gradient). Each word is
+fitted on its own (its row depends on its contexts only, never on the other words of the surgery) by L-BFGS with
+a strong Wolfe line search on all of its contexts at once, ``steps`` iterations: the row is a few hundred numbers
+and the loss is smooth, so a quasi-Newton method reaches in 14 iterations what Adam reaches in 30-100 (measured:
+0.949 held-out agreement at about 2 CPU-seconds per word against Adam's 3.5), and with the whole batch in every
+step nothing is drawn at random. Memory holds one batch of one word's graph. torch and transformers are imported
 here only, and only when a plan distils.
+
+The input row goes through the model's own embedding module, scaled as it scales rows (Gemma, BART multiply by
+``embed_scale``); a module that does something else is refused.
 """
 
 from __future__ import annotations
@@ -56,10 +59,8 @@ MIN_CONTEXTS = 8
 WINDOW_WORDS = 8
 #: contexts' tokens at most (a long window is cut)
 MAX_TOKENS = 64
-#: contexts run through the student at once
+#: contexts run through the model at once
 BATCH_CONTEXTS = 96
-#: bytes of cached teacher targets at most: words are learned in groups that fit
-CACHE_BYTES = 256 << 20
 
 #: sentences for a word the corpus has too few contexts of; ``{}`` is the word. Varied in where the word stands
 #: and what surrounds it, none of them domain-specific. Fitting takes them from the start (``MIN_CONTEXTS`` at
@@ -84,6 +85,19 @@ TEMPLATES = (
 )
 
 
+#: sentences for a word's sentence-initial form (``--sentence-initial``): the word opens the text
+INITIAL_TEMPLATES = (
+    "{} was noted in the report.",
+    "{} is discussed in the next section.",
+    "{} appears often in this field.",
+    "{} was the main concern in this case.",
+    "{} is still debated.",
+    "{} came up during the meeting.",
+    "{} changed the results.",
+    "{} is explained below.",
+)
+
+
 @dataclass(frozen=True)
 class Context:
     """A short text holding the word at ``text[start:end]``; ``generated`` when it came from a template."""
@@ -102,6 +116,7 @@ class Target:
     id: int
     word: str
     pieces: tuple[int, ...]
+    initial: bool = False  # the word's sentence-initial form: learned on texts it opens
 
 
 @dataclass
@@ -115,6 +130,8 @@ class WordReport:
     unusable_contexts: int = 0
     loss_before: float = 0.0
     loss_after: float = 0.0
+    #: "subword-mean" when no context showed the word as the source splits it: the row stayed the subword mean
+    fallback: str | None = None
 
 
 @dataclass
@@ -175,11 +192,11 @@ def _window(line: str, start: int, end: int) -> Context:
     return Context(left + line[start:end] + right, len(left), len(left) + end - start)
 
 
-def generated_contexts(word: str, count: int, *, held_out: bool = False) -> list[Context]:
+def generated_contexts(word: str, count: int, *, held_out: bool = False, initial: bool = False) -> list[Context]:
     """``count`` contexts of ``word`` from the templates: from the first (fitting), or from the last
-    (``held_out``: readiness, on sentences not fitted on)."""
+    (``held_out``: readiness, on sentences not fitted on); ``initial``: the word opens each text."""
     out = []
-    order = TEMPLATES[::-1] if held_out else TEMPLATES
+    order = INITIAL_TEMPLATES if initial else TEMPLATES[::-1] if held_out else TEMPLATES
     for k in range(count):
         template = order[k % len(order)]
         start = template.index("{}")
@@ -215,70 +232,134 @@ def is_causal(config: Any) -> bool:
     return bool(getattr(config, "is_decoder", False))
 
 
+def word_span(offsets: Sequence[tuple[int, int]], text: str, start: int, end: int) -> list[list[int]]:
+    """The candidate positions of the tokens that spell ``text[start:end]``, given each token's character
+    offsets: those overlapping it, and, where a space piece stands right before it (``Ġ`` or ``▁`` alone, as
+    byte-level BPE and SentencePiece give a word that begins with a digit: ``Ġ 2 FA``), the same with that piece.
+    Which one is the word depends on how it is stored (a vocabulary entry ``Ġ2FA`` holds the space, an added token
+    ``2FA`` does not); the caller keeps the one that matches."""
+    span = [k for k, (a, b) in enumerate(offsets) if b > a and b > start and a < end]
+    candidates = [span] if span else []
+    if span and span[0] > 0:
+        a, b = offsets[span[0] - 1]
+        if b == start and b > a and text[a:b].isspace():
+            candidates.append([span[0] - 1, *span])
+    return candidates
+
+
 def load_model(path: Path) -> tuple[Any, Any, bool]:
     """The source's bare model (no head: hidden states only) in its own dtype (memory: the model's size) and
-    eval mode, its fast tokenizer, and whether it is causal."""
+    eval mode, its fast tokenizer (offsets), and whether it is causal. What transformers cannot load is one
+    line."""
     import transformers
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
+    major, minor = (int(part) for part in transformers.__version__.split(".")[:2])
+    dtype = {"dtype" if (major, minor) >= (4, 56) else "torch_dtype": "auto"}  # the argument was renamed
+    verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()  # the dropped heads' "unused weights" notes
-    config = AutoConfig.from_pretrained(str(path))
-    model = AutoModel.from_pretrained(str(path), dtype="auto")
+    try:
+        config = AutoConfig.from_pretrained(str(path))
+        model = AutoModel.from_pretrained(str(path), **dtype)
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+    except Exception as error:  # transformers raises many kinds
+        raise VocabSurgeonError(
+            f"--init distill cannot load the model with transformers ({type(error).__name__}: {error});"
+            " nothing was written",
+            path=path,
+        ) from None
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+    if not getattr(tokenizer, "is_fast", False):
+        raise VocabSurgeonError(
+            "--init distill needs a fast tokenizer (it finds the word's pieces by their offsets); nothing was written",
+            path=path,
+        )
     model.eval()
     for parameter in model.parameters():
         parameter.requires_grad_(False)
-    tokenizer = AutoTokenizer.from_pretrained(str(path))
     return model, tokenizer, is_causal(config)
+
+
+def embedding_scale(embedding: Any) -> float:
+    """What the model's input embedding multiplies a row by: 1 for a plain ``nn.Embedding``, ``embed_scale`` for
+    the scaled ones (Gemma, BART: sqrt(hidden)). Another module may do anything: refused."""
+    import torch
+
+    if type(embedding) is torch.nn.Embedding:
+        return 1.0
+    scale = getattr(embedding, "embed_scale", None)
+    if isinstance(embedding, torch.nn.Embedding) and scale is not None:
+        return float(scale)
+    raise VocabSurgeonError(
+        f"--init distill cannot tell how {type(embedding).__name__} turns ids into vectors; nothing was written"
+    )
 
 
 @dataclass
 class _Example:
-    """One context of one word, ready for the student: its ids (the new id's place holds a dummy), where the word
-    is, and the teacher's targets (positions, states)."""
+    """One context of the word, ready for the student: its ids (the new id's place holds a dummy), where the word
+    is, the teacher's ids, and for each compared student position the teacher positions whose states make its
+    target (their mean); the targets once the teacher has run."""
 
-    word: int  # index of the target in the group
     student_ids: list[int]
     position: int
     target_positions: list[int]
-    teacher_from: int  # the first teacher position the student's compared ones stand for (their mean's target)
+    teacher_ids: list[int]
+    sources: list[list[int]]
+    teacher_from: int  # the first teacher position the compared ones stand for (their mean's target)
     targets: torch.Tensor | None = None
     pooled: torch.Tensor | None = None
 
 
+def _example(tokenizer: Any, target: Target, context: Context, causal: bool) -> _Example | None:
+    """The example of one context; None where the source does not split the word into its pieces there."""
+    encoded = tokenizer(context.text, return_offsets_mapping=True, truncation=True, max_length=MAX_TOKENS)
+    ids, offsets = list(encoded["input_ids"]), list(encoded["offset_mapping"])  # with the model's special tokens
+    spans = word_span(offsets, context.text, context.start, context.end)
+    span = next((c for c in spans if tuple(ids[c[0] : c[-1] + 1]) == target.pieces), None)
+    if span is None:
+        return None
+    s, k = span[0], len(target.pieces)
+    student = [*ids[:s], 0, *ids[s + k :]]
+    if causal:
+        positions = list(range(s, len(student)))
+        sources = [[s + k - 1]] + [[j + k - 1] for j in range(s + 1, len(student))]
+    else:
+        positions = list(range(len(student)))
+        sources = [[j] if j < s else list(range(s, s + k)) if j == s else [j + k - 1] for j in positions]
+    return _Example(student, s, positions, ids, sources, s + k - 1 if causal else 0)
+
+
 def _examples(
-    tokenizer: Any, group: Sequence[Target], contexts: dict[int, list[Context]], causal: bool,
-    reports: dict[int, WordReport],
-) -> tuple[list[_Example], list[list[int]], list[list[list[int]]]]:  # fmt: skip
-    """The examples of a group, the teacher's ids of each, and for each the teacher positions whose states make
-    the target of each student position (a list of positions: their mean)."""
-    examples, teacher_ids, sources = [], [], []
-    for index, target in enumerate(group):
-        for context in contexts[target.id]:
-            encoded = tokenizer(
-                context.text, return_offsets_mapping=True, truncation=True, max_length=MAX_TOKENS
-            )  # with the model's special tokens, as it reads a text
-            ids, offsets = list(encoded["input_ids"]), list(encoded["offset_mapping"])
-            span = [k for k, (a, b) in enumerate(offsets) if b > a and b > context.start and a < context.end]
-            if not span or tuple(ids[span[0] : span[-1] + 1]) != target.pieces:
-                reports[target.id].unusable_contexts += 1
-                continue
-            s, k = span[0], len(target.pieces)
-            student = [*ids[:s], 0, *ids[s + k :]]
-            if causal:
-                positions = list(range(s, len(student)))
-                teacher = [[s + k - 1]] + [[j + k - 1] for j in range(s + 1, len(student))]
+    tokenizer: Any, target: Target, contexts: Sequence[Context], causal: bool, report: WordReport
+) -> list[_Example]:
+    """The word's examples: its contexts where the source splits it into its pieces, refilled from the templates
+    up to ``MIN_CONTEXTS`` usable ones (a corpus whose occurrences are all unusable, e.g. at a text's start)."""
+    examples = []
+    for context in contexts:
+        example = _example(tokenizer, target, context, causal)
+        if example is None:
+            report.unusable_contexts += 1
+            continue
+        examples.append(example)
+        report.generated_contexts += context.generated
+        report.corpus_contexts += not context.generated
+    if len(examples) < MIN_CONTEXTS:
+        used = {c.text for c in contexts}
+        spare = [
+            c for c in generated_contexts(target.word, len(TEMPLATES), initial=target.initial) if c.text not in used
+        ]
+        for context in spare:
+            if len(examples) >= MIN_CONTEXTS:
+                break
+            example = _example(tokenizer, target, context, causal)
+            if example is None:
+                report.unusable_contexts += 1
             else:
-                positions = list(range(len(student)))
-                teacher = [[j] if j < s else list(range(s, s + k)) if j == s else [j + k - 1] for j in positions]
-            examples.append(_Example(index, student, s, positions, s + k - 1 if causal else 0))
-            teacher_ids.append(ids)
-            sources.append(teacher)
-            report = reports[target.id]
-            if context.generated:
+                examples.append(example)
                 report.generated_contexts += 1
-            else:
-                report.corpus_contexts += 1
-    return examples, teacher_ids, sources
+    return examples
 
 
 def _padded(sequences: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -293,18 +374,18 @@ def _padded(sequences: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor,
     return ids, mask
 
 
-def _teach(model: Any, examples: list[_Example], teacher_ids: list[list[int]], sources: list[list[list[int]]]) -> None:
+def _teach(model: Any, examples: list[_Example]) -> None:
     """The teacher's targets of every example, in batches, without gradients."""
     import torch
 
     with torch.no_grad():
         for first in range(0, len(examples), BATCH_CONTEXTS):
-            batch = slice(first, first + BATCH_CONTEXTS)
-            ids, mask = _padded(teacher_ids[batch], 0)
+            batch = examples[first : first + BATCH_CONTEXTS]
+            ids, mask = _padded([e.teacher_ids for e in batch], 0)
             states = model(input_ids=ids, attention_mask=mask).last_hidden_state.float()
-            for row, (example, source) in enumerate(zip(examples[batch], sources[batch], strict=True)):
-                example.targets = torch.stack([states[row, positions].mean(dim=0) for positions in source])
-                example.pooled = states[row, example.teacher_from : len(teacher_ids[first + row])].mean(dim=0)
+            for row, example in enumerate(batch):
+                example.targets = torch.stack([states[row, positions].mean(dim=0) for positions in example.sources])
+                example.pooled = states[row, example.teacher_from : len(example.teacher_ids)].mean(dim=0)
 
 
 def learn_rows(
@@ -316,96 +397,114 @@ def learn_rows(
     settings: DistillSettings,
     progress: Callable[[str], None] | None = None,
 ) -> Learned:
-    """The distilled input row of every target (see the module docstring), starting from the subword mean of its
-    pieces' rows."""
+    """The distilled input row of every target (see the module docstring), each word on its own (its row depends
+    on its contexts, never on the other words), starting from the subword mean of its pieces' rows."""
     import time
+    from concurrent.futures import ThreadPoolExecutor
 
     import torch
 
     start = time.process_time()
-    embeddings = model.get_input_embeddings().weight.detach()
+    embedding = model.get_input_embeddings()
+    scale = embedding_scale(embedding)
+    weight = embedding.weight.detach()
     learned = Learned()
-    reports = {t.id: WordReport(t.word) for t in targets}
-    bytes_per_word = max(1, settings.contexts) * MAX_TOKENS * embeddings.shape[1] * 4
-    group_size = max(1, min(len(targets), CACHE_BYTES // bytes_per_word))
-    for first in range(0, len(targets), group_size):
-        group = list(targets[first : first + group_size])
-        examples, teacher_ids, sources = _examples(tokenizer, group, contexts, causal, reports)
-        start_rows = torch.stack([embeddings[list(t.pieces)].double().mean(dim=0).float() for t in group])
-        if not examples:  # no context shows these words as the source splits them: they keep the subword mean
-            learned.rows.update({t.id: start_rows[i].numpy().copy() for i, t in enumerate(group)})
-            continue
-        _teach(model, examples, teacher_ids, sources)
-        label = f"distilling words {first + 1}-{first + len(group)} of {len(targets)}"
-        rows, before, after = _fit(model, embeddings, start_rows, examples, settings.steps, label, progress)
-        for index, target in enumerate(group):
-            learned.rows[target.id] = rows[index].numpy().astype(np.float32).copy()
-            reports[target.id].loss_before = before.get(index, 0.0)
-            reports[target.id].loss_after = after.get(index, 0.0)
-    learned.reports = [reports[t.id] for t in targets]
+    reports = [WordReport(t.word) for t in targets]
+    done = [0]
+
+    def learn(index: int) -> np.ndarray:
+        target, report = targets[index], reports[index]
+        start_row = weight[list(target.pieces)].double().mean(dim=0).float()
+        examples = _examples(tokenizer, target, contexts.get(target.id, []), causal, report)
+        if not examples:  # no context shows the word as the source splits it: it keeps the subword mean
+            report.fallback = "subword-mean"
+            return start_row.numpy().copy()
+        _teach(model, examples)
+        label = f"distilling {target.word}"
+        row, report.loss_before, report.loss_after = _fit(
+            model, embedding, scale, start_row, examples, settings.steps, label, None
+        )
+        done[0] += 1
+        if progress is not None:
+            progress(f"distilled {done[0]} of {len(targets)} words ({target.word}: loss {report.loss_before:.4g}"
+                     f" -> {report.loss_after:.4g})")  # fmt: skip
+        return row.numpy().astype(np.float32).copy()
+
+    # a word's batches are small: one torch thread per word, a word per core, beats two threads on one word
+    # (each word's arithmetic runs on one thread in a fixed order, so its row does not depend on the scheduling)
+    threads = torch.get_num_threads()
+    workers = max(1, min(threads, len(targets)))
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vocabsurgeon-distill") as pool:
+            rows = list(pool.map(learn, range(len(targets))))
+    finally:
+        torch.set_num_threads(threads)
+    learned.rows = {t.id: row for t, row in zip(targets, rows, strict=True)}
+    learned.reports = reports
     learned.seconds = time.process_time() - start
     return learned
 
 
 def _fit(
-    model: Any, embeddings: torch.Tensor, start: torch.Tensor, examples: list[_Example], steps: int, label: str,
+    model: Any, embedding: Any, scale: float, start: torch.Tensor, examples: list[_Example], steps: int, label: str,
     progress: Callable[[str], None] | None,
-) -> tuple[torch.Tensor, dict[int, float], dict[int, float]]:  # fmt: skip
-    """The rows fitted by L-BFGS from ``start`` on every example at once, and each word's loss before and after."""
+) -> tuple[torch.Tensor, float, float]:  # fmt: skip
+    """One word's row fitted by L-BFGS from ``start`` on all of its examples at once, and its loss before and
+    after. Each batch's graph is freed by its own backward pass, so memory holds one batch, whatever the word's
+    contexts."""
     import torch
 
-    rows = torch.nn.Parameter(start.clone())
+    row = torch.nn.Parameter(start.clone())
     optimizer = torch.optim.LBFGS(
-        [rows], lr=1.0, max_iter=steps, history_size=20, line_search_fn="strong_wolfe",
+        [row], lr=1.0, max_iter=steps, history_size=20, line_search_fn="strong_wolfe",
         tolerance_grad=0.0, tolerance_change=0.0,
     )  # fmt: skip
-    seen: list[dict[int, float]] = []
+    losses: list[float] = []
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
-        total, per_word = _student_loss(model, embeddings, rows, examples)
-        seen.append(per_word)
-        total.backward()
+        total = _student_loss(model, embedding, scale, row, examples, backward=True)
+        losses.append(total)
         if progress is not None:
-            progress(f"{label}: step {len(seen)}")
-        return total
+            progress(f"{label}: loss {losses[0]:.4g} -> {total:.4g}")
+        return torch.tensor(total)
 
     optimizer.step(closure)
     with torch.no_grad():
-        _, after = _student_loss(model, embeddings, rows, examples)
-    return rows.detach(), seen[0], after
+        after = _student_loss(model, embedding, scale, row, examples, backward=False)
+    return row.detach(), losses[0], after
 
 
 def _student_loss(
-    model: Any, embeddings: torch.Tensor, rows: torch.Tensor, examples: list[_Example]
-) -> tuple[torch.Tensor, dict[int, float]]:
-    """The mean squared error of the student's states against the teacher's targets, each word's examples
-    averaged (so that every word weighs the same), summed over the words; and each word's value."""
+    model: Any, embedding: Any, scale: float, row: torch.Tensor, examples: list[_Example], *, backward: bool
+) -> float:
+    """The mean over the word's examples of the mean squared error of the student's states against the
+    teacher's, plus ``POOLED_WEIGHT`` times that of their mean; with ``backward``, its gradient accumulated into
+    ``row`` batch by batch."""
     import torch
 
-    counts: dict[int, int] = {}
-    for example in examples:
-        counts[example.word] = counts.get(example.word, 0) + 1
-    total = torch.zeros((), dtype=torch.float32)
-    per_word: dict[int, float] = {}
+    total = 0.0
     for first in range(0, len(examples), BATCH_CONTEXTS):
         batch = examples[first : first + BATCH_CONTEXTS]
         ids, mask = _padded([e.student_ids for e in batch], 0)
         rows_at = torch.arange(len(batch))
         positions = torch.tensor([e.position for e in batch])
-        words = torch.tensor([e.word for e in batch])
-        inputs = embeddings[ids].index_put((rows_at, positions), rows[words].to(embeddings.dtype))
+        values = (row * scale).to(embedding.weight.dtype).expand(len(batch), -1)
+        inputs = embedding(ids).index_put((rows_at, positions), values)  # the module: its own scaling
         states = model(inputs_embeds=inputs, attention_mask=mask).last_hidden_state.float()
-        for row, example in enumerate(batch):
+        loss = torch.zeros((), dtype=torch.float32)
+        for index, example in enumerate(batch):
             assert example.targets is not None
             assert example.pooled is not None
-            compared = states[row, example.target_positions]
-            error = (compared - example.targets).pow(2).mean()
-            error = error + POOLED_WEIGHT * (compared.mean(dim=0) - example.pooled).pow(2).mean()
-            error = error / counts[example.word]
-            total = total + error
-            per_word[example.word] = per_word.get(example.word, 0.0) + float(error.detach())
-    return total, per_word
+            compared = states[index, example.target_positions]
+            loss = loss + (compared - example.targets).pow(2).mean()
+            loss = loss + POOLED_WEIGHT * (compared.mean(dim=0) - example.pooled).pow(2).mean()
+        loss = loss / len(examples)
+        if backward:
+            loss.backward()
+        total += float(loss.detach())
+    return total
 
 
 def learn_for_plan(inventory: Inventory, plan: Plan, progress: Callable[[str], None] | None = None) -> Learned:
@@ -432,8 +531,9 @@ def learn_for_plan(inventory: Inventory, plan: Plan, progress: Callable[[str], N
     if progress is not None:
         progress(f"distilling {len(words)} words: loading the model")
     model, tokenizer, causal = load_model(inventory.root)
-    targets = [Target(p.id, p.token, p.pieces) for p in placements]
-    return learn_rows(model, tokenizer, causal, targets, {t.id: by_word[t.word] for t in targets}, settings, progress)
+    targets = [Target(p.id, p.token, p.pieces, p.form == "sentence-initial") for p in placements]
+    contexts = {t.id: [] if t.initial else by_word[t.word] for t in targets}  # an initial form: texts it opens
+    return learn_rows(model, tokenizer, causal, targets, contexts, settings, progress)
 
 
 def manifest_entry(plan: Plan, learned: Learned) -> dict[str, Any]:
@@ -451,6 +551,7 @@ def manifest_entry(plan: Plan, learned: Learned) -> dict[str, Any]:
                 "unusable_contexts": r.unusable_contexts,
                 "loss_before": round(r.loss_before, 6),
                 "loss_after": round(r.loss_after, 6),
+                **({"fallback": r.fallback} if r.fallback else {}),
             }
             for r in learned.reports
         ],

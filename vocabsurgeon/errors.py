@@ -78,6 +78,10 @@ class OutputExistsError(VocabSurgeonError, FileExistsError):
     """The output path exists and ``--force`` was not given, or it is the source itself."""
 
 
+class LinkRefusedError(VocabSurgeonError, ValueError):
+    """--link-unchanged where a hard link cannot be made (the output on another filesystem)."""
+
+
 class SourceChangedError(VocabSurgeonError, ValueError):
     """A saved plan no longer matches the files it was computed from."""
 

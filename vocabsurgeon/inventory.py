@@ -138,7 +138,7 @@ def read_inventory(
     :func:`with_weights`. ``known``: JSON files whose (value, style, text) the caller already has (a surgery that
     has just written them), not read again."""
     root = resolve_model(model)
-    files = tuple(sorted(name for name in _list_files(root) if weights or not _is_weight_file(name)))
+    files = tuple(sorted(name for name in list_files(root) if weights or not _is_weight_file(name)))
     texts: dict[str, str] = {}
     config, config_style = _read_optional_object(root, files, "config.json", texts, known)
     tokenizer_json, tokenizer_json_style = _read_optional_object(root, files, "tokenizer.json", texts, known)
@@ -204,7 +204,7 @@ def known_documents(inventory: Inventory) -> dict[str, tuple[Any, JsonStyle, str
 
 def with_weights(inventory: Inventory) -> Inventory:
     """``inventory`` (read with ``weights=False``) with its files listed anew and its weight headers read."""
-    files = tuple(sorted(_list_files(inventory.root)))
+    files = tuple(sorted(list_files(inventory.root)))
     return replace(inventory, files=files, weights=tuple(_read_weight_sets(inventory.root, files)))
 
 
@@ -217,7 +217,8 @@ def require_tokenizer(inventory: Inventory) -> Vocabulary:
     return inventory.vocabulary
 
 
-def _list_files(root: Path) -> Iterable[str]:
+def list_files(root: Path) -> Iterable[str]:
+    """Every file under ``root`` (relative, POSIX), .git and __pycache__ left out: what an Inventory lists."""
     for directory, subdirs, names in os.walk(root, followlinks=False):
         subdirs[:] = sorted(d for d in subdirs if d not in {".git", "__pycache__"})
         for name in names:

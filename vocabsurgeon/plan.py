@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from .errors import CheckpointFormatError, CheckpointNotFoundError, OutputExistsError, PlanError
-from .inits import INITIALIZATIONS, INITS, DistillSettings, Init
+from .inits import INITIALIZATIONS, INITS, POOLED_WEIGHT, DistillSettings, Init
 
 Mode = Literal["vocab", "added", "special"]
 Operation = Literal["remap", "append", "auto", "resize"]
@@ -399,6 +399,9 @@ def _distill(top: _Fields, placements: list[Placement]) -> DistillSettings | Non
             raise top.fail("distill", "must give the settings of the distilled rows")
         return None
     f = top.child(raw, "distill")
+    for key, value in (("pooled_weight", POOLED_WEIGHT), ("optimizer", "L-BFGS")):
+        if key in f.data and f.data[key] != value:
+            raise f.fail(key, f"is {f.data[key]!r}, but this version distils with {value!r}")
     return DistillSettings(
         corpus=tuple(_strings(f, "corpus")),
         field=f.string("field", optional=True),

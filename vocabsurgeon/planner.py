@@ -355,11 +355,12 @@ def plan_tensor_ops(
             f"{tensors.input.name} has {tensors.rows} rows, the plan expected {rows_before}", path=inventory.root
         )
     ops = []
-    tied = ties_embeddings(inventory.config)
+    tied = weights.format == "pytorch" and ties_embeddings(inventory.config)
     for spec in tensors.all:
         axis = tensors.axis(spec)
         view = spec.rows_view(axis)
-        # a tied head saved as its own key (pytorch_model.bin keeps both names of one storage) is the input row
+        # a tied head saved under its own key is the input row: pytorch_model.bin keeps both names of one storage
+        # (safetensors stores a tied tensor once, so a head there is untied)
         output = spec is not tensors.input and not (tied and spec.shape == tensors.input.shape)
         wanted: list[tuple[int, Init]] = [
             (p.id, _output_init(p.init) if output else p.init) for p in placements if p.init != "keep"

@@ -163,11 +163,14 @@ def _compare(
     import torch
     from torch.nn.functional import cosine_similarity
 
+    from .distill import word_span
+
     encoded = teacher_tokenizer(context.text, return_offsets_mapping=True)
     ids, offsets = list(encoded["input_ids"]), list(encoded["offset_mapping"])
-    span = [k for k, (a, b) in enumerate(offsets) if b > a and b > context.start and a < context.end]
     student_ids = list(student_tokenizer(context.text)["input_ids"])
-    if not span or student_ids != [*ids[: span[0]], token_id, *ids[span[-1] + 1 :]]:
+    spans = word_span(offsets, context.text, context.start, context.end)
+    span = next((c for c in spans if student_ids == [*ids[: c[0]], token_id, *ids[c[-1] + 1 :]]), None)
+    if span is None:
         return None
     s, k = span[0], len(span)
     taught = teacher(input_ids=torch.tensor([ids])).last_hidden_state[0].float()

@@ -44,6 +44,16 @@ def token_options(function: Callable[..., Any]) -> Callable[..., Any]:
     return function
 
 
+link_option = click.option(
+    "--link-unchanged",
+    is_flag=True,
+    help="Hard-link the weight files the surgery does not change (shards without a vocabulary tensor) instead of"
+    " cloning or copying them: instant, no space. The output must be on the source's filesystem, and the two then"
+    " share those files: writing into one (an in-place edit, a training run saving over it) changes the other."
+    " Without it they are cloned where the filesystem can (a reflink: Btrfs, XFS) and copied elsewhere.",
+)
+
+
 def write_options(function: Callable[..., Any]) -> Callable[..., Any]:
     for decorator in reversed(
         [
@@ -58,6 +68,7 @@ def write_options(function: Callable[..., Any]) -> Callable[..., Any]:
                 help="Also save the plan as JSON (with fingerprints of the source) for `vocabsurgeon apply`.",
             ),
             *verify_options,
+            link_option,
             click.option("-q", "--quiet", is_flag=True, help="No progress bar."),
             json_option,
         ]
@@ -121,16 +132,14 @@ def distill_options(function: Callable[..., Any]) -> Callable[..., Any]:
             click.option(
                 "--distill-contexts",
                 type=click.IntRange(min=1),
-                default=DEFAULT_CONTEXTS,
-                show_default=True,
-                help="Contexts per word taken from --corpus.",
+                default=None,
+                help=f"Contexts per word taken from --corpus (default {DEFAULT_CONTEXTS}).",
             ),
             click.option(
                 "--distill-steps",
                 type=click.IntRange(min=1),
-                default=DEFAULT_STEPS,
-                show_default=True,
-                help="L-BFGS iterations of the distillation.",
+                default=None,
+                help=f"L-BFGS iterations of the distillation, per word (default {DEFAULT_STEPS}).",
             ),
         ]
     ):
@@ -139,14 +148,23 @@ def distill_options(function: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def distill_settings(kw: dict[str, Any]) -> DistillSettings | None:
-    """The settings of ``--init distill``; a distill option without it is a usage error."""
-    given = kw.get("corpus") or kw.get("field") is not None
+    """The settings of ``--init distill``; a distill option without it is a usage error. The corpus is checked
+    now (a missing file is one line before any plan is saved), and kept as absolute paths (a saved plan runs
+    anywhere)."""
+    names = {"corpus": "--corpus", "field": "--field", "distill_contexts": "--distill-contexts"}
+    names["distill_steps"] = "--distill-steps"
+    given = [flag for key, flag in names.items() if kw.get(key) not in (None, ())]
     if kw.get("init") != "distill":
         if given:
-            raise click.UsageError("--corpus and --field are for --init distill")
+            raise click.UsageError(f"{given[0]} is for --init distill")
         return None
-    corpus = tuple(c if c == "-" else str(Path(c).absolute()) for c in kw["corpus"])  # a saved plan runs anywhere
-    return DistillSettings(corpus, kw["field"], kw["distill_contexts"], kw["distill_steps"])
+    from ..corpus import find_corpus
+
+    if kw["corpus"]:
+        find_corpus(kw["corpus"], kw["field"])
+    corpus = tuple(c if c == "-" else str(Path(c).absolute()) for c in kw["corpus"])
+    contexts, steps = kw["distill_contexts"] or DEFAULT_CONTEXTS, kw["distill_steps"] or DEFAULT_STEPS
+    return DistillSettings(corpus, kw["field"], contexts, steps)
 
 
 def pad_option(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -298,11 +316,17 @@ def finished_if_main_thread() -> None:
 def _execute(inventory: Inventory, plan: Plan, **kw: Any) -> None:
     verify = verify_choice(kw["verify_level"], kw["no_verify"])
     quiet = kw["quiet"] or kw["as_json"]
-    with progress_bar(inventory, quiet=quiet) as progress:
-        result = apply_plan(
-            plan, kw["out"], source=inventory, force=kw["force"], verify=verify, progress=progress,
-            stage=stage_line(quiet=quiet),
-        )  # fmt: skip
+    stage = stage_line(quiet=quiet)
+    try:
+        with progress_bar(inventory, quiet=quiet) as progress:
+            result = apply_plan(
+                plan, kw["out"], source=inventory, force=kw["force"], verify=verify, progress=progress,
+                stage=stage, link_unchanged=kw.get("link_unchanged", False),
+            )  # fmt: skip
+    finally:
+        if stage is not None:
+            sys.stderr.write("\r\033[K")  # the stage line, cleared
+    _fallback_note(result, quiet=kw["quiet"] or kw["as_json"])
     finished_if_main_thread()
     if kw["as_json"]:
         emit_json(result_json(result))
@@ -321,6 +345,7 @@ def _execute(inventory: Inventory, plan: Plan, **kw: Any) -> None:
 @click.option("--force", is_flag=True, help="Replace --out if it exists.")
 @verify_options[0]
 @verify_options[1]
+@link_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @json_option
 def apply_command(plan_file: Path, **kw: Any) -> None:
@@ -398,6 +423,22 @@ def render_plan(plan: Plan, *, details: bool = False) -> str:
 
 def _n(value: int | None) -> str:
     return "-" if value is None else str(value)
+
+
+def _fallback_note(result: Result, *, quiet: bool) -> None:
+    """A line on stderr per distilled word that kept the subword mean (no usable context)."""
+    if quiet or result.plan.distill is None:
+        return
+    import json
+
+    manifest = json.loads((result.output / "vocabsurgeon.json").read_text(encoding="utf-8"))
+    for word in manifest.get("distill", {}).get("words", []):
+        if word.get("fallback"):
+            click.echo(
+                f"note: {word['word']}: no context showed the word as the source splits it; its row is the"
+                f" {word['fallback']}",
+                err=True,
+            )
 
 
 def stage_line(*, quiet: bool) -> Callable[[str], None] | None:
