@@ -217,3 +217,23 @@ def test_a_rerun_skips_without_parsing_but_redoes_a_changed_source(
     (models[3] / "notes.txt").write_text("a new file\n", encoding="utf-8")
     statuses = {Path(r["model"]).name: r["status"] for r in json.loads(invoke(*args).stdout)["results"]}
     assert statuses == {m.name: ("ok" if m in (models[1], models[3]) else "skipped") for m in models}
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_batch_links_unchanged_shards_when_asked(llama_sharded_dir: Path, tmp_path: Path, jobs: str) -> None:
+    """A fleet of 8B fine-tunes shares every shard without a vocabulary tensor with its source, in both the
+    in-process and the worker-process paths."""
+    index = json.loads((llama_sharded_dir / "model.safetensors.index.json").read_text(encoding="utf-8"))
+    vocabulary = {index["weight_map"][n] for n in ("model.embed_tokens.weight", "lm_head.weight")}
+    unchanged = sorted(set(index["weight_map"].values()) - vocabulary)
+    models = [Path(shutil.copytree(llama_sharded_dir, tmp_path / "models" / f"l{i}")) for i in range(2)]
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text('tokens = ["hospitalization"]\nstrategy = "remap"\n', encoding="utf-8")
+    out = tmp_path / "out"
+    result = invoke("batch", recipe, *models, "--out-root", out, "--jobs", jobs, "--link-unchanged", "-q")
+    assert result.exit_code == 0, result.output
+    for model in models:
+        for shard in unchanged:
+            assert _inode(out / model.name / shard) == _inode(model / shard)
+        for shard in vocabulary:
+            assert _inode(out / model.name / shard) != _inode(model / shard)

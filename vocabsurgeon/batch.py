@@ -303,12 +303,14 @@ def summarize_reports(paths: Sequence[str | os.PathLike[str]]) -> ReportSummary:
     return ReportSummary(records, counts, lines, len(paths))
 
 
-def run_one(model: str, output: str, recipe: Recipe, dry_run: bool, verify: Level | None = "quick") -> Outcome:
+def run_one(
+    model: str, output: str, recipe: Recipe, dry_run: bool, verify: Level | None = "quick", link_unchanged: bool = False
+) -> Outcome:
     """Plan and apply the recipe to one directory; every error becomes a failed Outcome (never raised).
     ``verify``: the verification level ("quick", "full") or None for none."""
     start = time.perf_counter()
     try:
-        return _run_one(Path(model), Path(output), recipe, dry_run, verify, start)
+        return _run_one(Path(model), Path(output), recipe, dry_run, verify, start, link_unchanged)
     except VocabSurgeonError as error:
         return Outcome(model, output, "failed", seconds=time.perf_counter() - start, reason=str(error))
     except OSError as error:  # the machine said no: a full disk, a permission (as the CLI reports it)
@@ -320,7 +322,9 @@ def run_one(model: str, output: str, recipe: Recipe, dry_run: bool, verify: Leve
         return Outcome(model, output, "failed", seconds=time.perf_counter() - start, reason=reason)
 
 
-def _run_one(model: Path, output: Path, recipe: Recipe, dry_run: bool, verify: Level | None, start: float) -> Outcome:
+def _run_one(
+    model: Path, output: Path, recipe: Recipe, dry_run: bool, verify: Level | None, start: float, link_unchanged: bool
+) -> Outcome:
     from .api import apply_plan, plan_surgery
     from .fingerprints import fingerprint_paths
     from .inventory import MANIFEST, list_files, read_inventory
@@ -364,8 +368,9 @@ def _run_one(model: Path, output: Path, recipe: Recipe, dry_run: bool, verify: L
     )
     if not dry_run:
         apply_plan(
-            plan, output, source=inventory, force=force, verify=verify, manifest_extra={"recipe_hash": recipe.hash}
-        )
+            plan, output, source=inventory, force=force, verify=verify, manifest_extra={"recipe_hash": recipe.hash},
+            link_unchanged=link_unchanged,
+        )  # fmt: skip
     return Outcome(**{**asdict(outcome), "seconds": time.perf_counter() - start})
 
 
@@ -380,11 +385,12 @@ def run_batch(
     on_done: Callable[[Outcome], None] | None = None,
     task: tuple[int, int] | None = None,
     report: Path | None = None,
+    link_unchanged: bool = False,
 ) -> list[Outcome]:
     """Run every directory (in ``jobs`` processes); outcomes in the order of ``models``. ``task``: ``(index,
     count)``, only this task's share of ``models`` (see :func:`task_slice`; names are checked against the whole
     list, so that every task refuses the same clash); ``report``: a JSON-lines file each outcome is appended to
-    (see :func:`append_report`)."""
+    (see :func:`append_report`); ``link_unchanged``: see :func:`vocabsurgeon.api.apply_plan`."""
     outputs = outputs_for(models, out_root)
     if task is not None:
         models = task_slice(models, *task)
@@ -402,7 +408,7 @@ def run_batch(
     results: dict[Path, Outcome] = {}
     if jobs == 1:
         for model in models:
-            results[model] = run_one(str(model), str(outputs[model]), recipe, dry_run, verify)
+            results[model] = run_one(str(model), str(outputs[model]), recipe, dry_run, verify, link_unchanged)
             if on_done:
                 on_done(results[model])
     else:
@@ -413,7 +419,8 @@ def run_batch(
         # thread pools, a caller's own) and can hang forever; spawned workers start clean.
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_start, initargs=(os.getpid(),)) as pool:
-            futures = {pool.submit(_work, str(m), str(outputs[m]), recipe, dry_run, verify): m for m in models}
+            arguments = (recipe, dry_run, verify, link_unchanged)
+            futures = {pool.submit(_work, str(m), str(outputs[m]), *arguments): m for m in models}
             for future in as_completed(futures):
                 results[futures[future]] = future.result()
                 if on_done:
@@ -421,11 +428,13 @@ def run_batch(
     return [results[model] for model in models]
 
 
-def _work(model: str, output: str, recipe: Recipe, dry_run: bool, verify: Level | None) -> Outcome:
+def _work(
+    model: str, output: str, recipe: Recipe, dry_run: bool, verify: Level | None, link_unchanged: bool
+) -> Outcome:
     """run_one in a worker: interrupted (its parent died, or SIGTERM), the surgery removes its staging directory and
     the worker exits, rather than wait for more work from a parent that is gone."""
     try:
-        return run_one(model, output, recipe, dry_run, verify)
+        return run_one(model, output, recipe, dry_run, verify, link_unchanged)
     except KeyboardInterrupt as error:
         from .interrupts import exit_code
 

@@ -12,7 +12,7 @@ from ..batch import Outcome, expand_models, read_recipe, run_batch, slurm_task, 
 from ..verification import Level
 from . import main
 from .output import emit_json, json_option, table
-from .surgery import verify_choice, verify_options
+from .surgery import link_option, verify_choice, verify_options
 
 
 @main.command()
@@ -46,6 +46,7 @@ from .surgery import verify_choice, verify_options
     default=None,
     help="Append one JSON line per directory to FILE (merge many tasks' with batch-report).",
 )
+@link_option
 @click.option("-q", "--quiet", is_flag=True, help="No per-directory progress.")
 @json_option
 def batch(
@@ -59,6 +60,7 @@ def batch(
     task_index: int | None,
     task_count: int | None,
     report: Path | None,
+    link_unchanged: bool,
     quiet: bool,
     as_json: bool,
 ) -> None:
@@ -101,7 +103,7 @@ def batch(
     verify = verify_choice(verify_level, no_verify)
     outcomes = run_batch(
         parsed, all_directories, out_root, jobs=jobs, dry_run=dry_run, verify=verify, on_done=progress, task=task,
-        report=report,
+        report=report, link_unchanged=link_unchanged,
     )  # fmt: skip
     failed = [o for o in outcomes if o.status == "failed"]
     if as_json:
