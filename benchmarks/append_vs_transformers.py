@@ -102,6 +102,9 @@ class Spec:
     num_hidden_layers: int
     num_attention_heads: int
     num_key_value_heads: int
+    #: shard limit in bytes (huggingface_hub's greedy split); 0: the smallest limit giving exactly 2 shards
+    shard_bytes: int = 0
+    shards: int = 2
 
     @property
     def head_dim(self) -> int:
@@ -113,6 +116,9 @@ SIZES = {
     "full": Spec(128_256, 2048, 7168, 4, 16, 4),
     # 2 * 32000 * 256 * 2 B + 4 layers * ~4.6 MB = ~51 MB
     "small": Spec(32_000, 256, 2752, 4, 16, 4),
+    # Llama-3-8B: 2 * 128256 * 4096 * 2 B + 32 layers * ~436 MB = ~16.06 GB in 4 shards of at most 5 GB (the
+    # published checkpoint's split: embed_tokens in the first, lm_head in the last, 1.17 GB, shard)
+    "8b": Spec(128_256, 4096, 14336, 32, 32, 8, shard_bytes=5_000_000_000, shards=4),
 }
 
 # Measuring peak RSS with os.wait4 straight from this process would be wrong: at exec the kernel folds the
@@ -239,7 +245,9 @@ def build_tokenizer(spec: Spec, out: Path, seed: int = 0) -> set[str]:
                 break
 
     # 3. Assemble the final tokenizer, Llama 3 style, with 256 special tokens at ids n_bpe .. vocab_size-1.
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    #    ignore_merges, as in Llama 3's tokenizer.json: the extension's entries are not all produced by the merges
+    #    (a merge of higher rank can take a letter first), and a whole pre-token found in the vocabulary is one id
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, ignore_merges=True))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     specials = ["<|begin_of_text|>", "<|end_of_text|>"] + [
@@ -347,6 +355,8 @@ def max_shard_size(spec: Spec) -> int:
     The source is written in state-dict order (embed_tokens first, lm_head last); transformers 5 save_pretrained
     writes in natural name order (lm_head first). The same limit is passed to save_pretrained in contender (b).
     """
+    if spec.shard_bytes:
+        return spec.shard_bytes
     grown = dataclasses.replace(spec, vocab_size=spec.vocab_size + SHARD_GROWTH_MARGIN)
     layouts = [tensor_shapes(spec), tensor_shapes(grown), sorted(tensor_shapes(grown), key=lambda t: natural_key(t[0]))]
     total = sum(2 * prod(shape) for _, shape in layouts[1])
@@ -362,8 +372,8 @@ def build_weights(spec: Spec, out: Path, seed: int = 0) -> None:
     from safetensors.torch import save_file
 
     shards = greedy_shards(tensor_shapes(spec), max_shard_size(spec))
-    if len(shards) != 2:
-        raise RuntimeError(f"expected 2 shards, the layout gives {len(shards)}")
+    if len(shards) != spec.shards:
+        raise RuntimeError(f"expected {spec.shards} shards, the layout gives {len(shards)}")
 
     torch.manual_seed(seed)
     weight_map: dict[str, str] = {}
@@ -940,7 +950,7 @@ def run_benchmark(args: argparse.Namespace, spec: Spec, workdir: Path) -> int:
 
     src = workdir / "src"
     stamp_path = workdir / f"src.{args.size}.stamp.json"
-    stamp = dataclasses.asdict(spec) | {"max_shard_size": max_shard_size(spec), "script_version": 1}
+    stamp = dataclasses.asdict(spec) | {"max_shard_size": max_shard_size(spec), "script_version": 2}
     if src.is_dir() and stamp_path.exists() and json.loads(stamp_path.read_text()) == stamp:
         print("\nReusing the checkpoint built earlier in this work directory.")
     else:

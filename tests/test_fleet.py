@@ -237,3 +237,108 @@ def test_batch_links_unchanged_shards_when_asked(llama_sharded_dir: Path, tmp_pa
             assert _inode(out / model.name / shard) == _inode(model / shard)
         for shard in vocabulary:
             assert _inode(out / model.name / shard) != _inode(model / shard)
+
+
+def test_linked_shards_are_not_read_and_the_manifest_says_so(
+    llama_sharded_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With --link-unchanged, the shards the output shares with the source are never hashed: the manifest records
+    their inode, size and time (``linked:``); every other file gets its content hash, as without the flag."""
+    import hashlib
+
+    from vocabsurgeon import fingerprints
+
+    index = json.loads((llama_sharded_dir / "model.safetensors.index.json").read_text(encoding="utf-8"))
+    vocabulary = {index["weight_map"][n] for n in ("model.embed_tokens.weight", "lm_head.weight")}
+    unchanged = sorted(set(index["weight_map"].values()) - vocabulary)
+    hashed: list[str] = []
+    real = fingerprints.fingerprint
+    monkeypatch.setattr(fingerprints, "fingerprint", lambda path, cancel=None: hashed.append(path.name) or real(path))
+    for flag, out in (("--link-unchanged", tmp_path / "linked"), (None, tmp_path / "copied")):
+        hashed.clear()
+        extra = [flag] if flag else []
+        result = invoke("remap", llama_sharded_dir, "--out", out, "--token", "hospitalization", "-q", *extra)
+        assert result.exit_code == 0, result.output
+        recorded = json.loads((out / "vocabsurgeon.json").read_text(encoding="utf-8"))["source_files"]
+        assert set(recorded) == {p.name for p in llama_sharded_dir.iterdir()}
+        for name, value in recorded.items():
+            if flag and name in unchanged:
+                status = (llama_sharded_dir / name).stat()
+                assert value == f"linked:{status.st_ino}:{status.st_size}:{status.st_mtime_ns}"
+                assert name not in hashed
+            else:
+                assert value == "sha256:" + hashlib.sha256((llama_sharded_dir / name).read_bytes()).hexdigest()
+                assert hashed.count(name) == 1  # hashed once, while planning or beside the copy
+
+
+def test_a_linked_rerun_is_up_to_date_until_a_shared_shard_changes(llama_sharded_dir: Path, tmp_path: Path) -> None:
+    """batch's up-to-date check reads a ``linked:`` record by inode, size and time: a re-run skips; a shared shard
+    written in place (the output's too: they are one file) or replaced makes the directory run again."""
+    index = json.loads((llama_sharded_dir / "model.safetensors.index.json").read_text(encoding="utf-8"))
+    vocabulary = {index["weight_map"][n] for n in ("model.embed_tokens.weight", "lm_head.weight")}
+    shard = sorted(set(index["weight_map"].values()) - vocabulary)[0]
+    model = Path(shutil.copytree(llama_sharded_dir, tmp_path / "models" / "l0"))
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text('tokens = ["hospitalization"]\nstrategy = "remap"\n', encoding="utf-8")
+    args = ("batch", recipe, model, "--out-root", tmp_path / "out", "--link-unchanged", "--json")
+
+    def status() -> str:
+        result = invoke(*args)
+        assert result.exit_code == 0, result.output
+        return str(json.loads(result.stdout)["results"][0]["status"])
+
+    assert status() == "ok"
+    assert status() == "skipped"
+    replaced = model / f"{shard}.new"
+    shutil.copyfile(model / shard, replaced)  # the same bytes in a new file (a download replacing it)
+    os.replace(replaced, model / shard)
+    assert status() == "ok"
+    assert status() == "skipped"
+    data = bytearray((model / shard).read_bytes())
+    data[-1] ^= 0xFF
+    with open(model / shard, "r+b") as handle:  # in place: the output's shard is this very file
+        handle.seek(len(data) - 1)
+        handle.write(bytes(data[-1:]))
+    assert status() == "ok"
+
+
+def test_hashing_ahead_gives_the_same_fingerprints_and_stops_on_failure(
+    llama_sharded_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hashing begun while planning gives what hashing afterwards gives; a surgery that fails while planning
+    stops it (the block's exit waits for the thread, which ends at its next chunk)."""
+    import threading
+    import time
+
+    from vocabsurgeon import fingerprints
+    from vocabsurgeon.inventory import read_inventory
+
+    inventory = read_inventory(llama_sharded_dir)
+    expected = fingerprints.fingerprint_files(inventory)
+    with fingerprints.hashing_ahead(inventory):
+        assert fingerprints.fingerprint_files(inventory) == expected
+
+    def slow(path: Path, cancel: threading.Event | None = None) -> str:  # a file that takes 60 s to hash
+        assert cancel is not None
+        if cancel.wait(60):
+            raise fingerprints.Cancelled(f"hashing {path} was cancelled")
+        return "sha256:" + "0" * 64
+
+    monkeypatch.setattr(fingerprints, "fingerprint", slow)
+    started = time.monotonic()
+    jobs = []
+
+    def fail_while_hashing() -> None:
+        with fingerprints.hashing_ahead(inventory):
+            jobs.append(fingerprints._AHEAD[id(inventory)])
+            raise RuntimeError("planning failed")
+
+    with pytest.raises(RuntimeError, match="planning failed"):
+        fail_while_hashing()
+    assert time.monotonic() - started < 10
+    job = jobs[0]
+    assert isinstance(job.error, fingerprints.Cancelled)
+    assert job.done.is_set()
+    assert not job.thread.is_alive()
+    assert id(inventory) not in fingerprints._AHEAD
+    assert not [t for t in threading.enumerate() if t.name == "vocabsurgeon-hash-ahead"]

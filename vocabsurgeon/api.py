@@ -22,7 +22,7 @@ from .apply import Result, execute_plan
 from .auditing import AuditReport
 from .auditing import audit as _audit
 from .errors import CheckpointNotFoundError, TokenRequestError
-from .fingerprints import fingerprint_files
+from .fingerprints import fingerprint_files, hashing_ahead
 from .free_slots import SlotReport, find_slots
 from .inits import DistillSettings, Init
 from .inventory import Inventory, read_inventory, require_tokenizer
@@ -138,8 +138,9 @@ def _surgery(
     **options: Any,
 ) -> Result:
     inventory = _inventory(model)
-    plan = plan_surgery(inventory, operation, tokens=tokens, special_tokens=special_tokens, **options)
-    return apply_plan(plan, out, source=inventory, force=force, verify=verify, progress=progress)
+    with hashing_ahead(inventory):  # the manifest's hashes, read while planning (see vocabsurgeon.fingerprints)
+        plan = plan_surgery(inventory, operation, tokens=tokens, special_tokens=special_tokens, **options)
+        return apply_plan(plan, out, source=inventory, force=force, verify=verify, progress=progress)
 
 
 def remap(

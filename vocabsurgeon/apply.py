@@ -26,7 +26,7 @@ from typing import Any
 
 from . import __version__
 from .errors import LinkRefusedError, OutputExistsError, SourceChangedError
-from .fingerprints import fingerprint_files
+from .fingerprints import fingerprint_files, fingerprint_paths
 from .formats.json_file import JsonStyle, dump_json
 from .formats.weights import Progress, TensorEdit
 from .interrupts import deferred
@@ -45,7 +45,7 @@ from .planner import check_plan_fits
 from .rows import compute_edit, placeholder_edit
 from .verification import Check, Level, PendingChecks, Verifier, raise_on_failures
 
-#: weight files written at once (each in several copy streams: see formats.safetensors_stream.COPY_STREAMS)
+#: weight files written at once (each in formats.safetensors_stream.COPY_STREAMS copy streams)
 PARALLEL_FILES = 2
 #: how long the tokenizer checks wait for the weight copies to get under way (they normally take milliseconds)
 COPY_START_TIMEOUT_S = 2.0
@@ -207,9 +207,13 @@ def _build(
         in_child: PendingChecks | None = None
         try:
             weights_done = pool.submit(writer.run)
-            # the manifest records a content hash of every source file; hashing releases the GIL, so it runs beside
-            # the copy (whose reads it shares through the page cache)
-            hashed = pool.submit(fingerprint_files, inventory, writer.cancel) if fingerprints is None else None
+            # the manifest records a content hash of every source file but those hard-linked (never read: recorded
+            # by inode, see fingerprints.linked_fingerprint); hashing releases the GIL, so it runs beside the copy
+            # (whose reads it shares through the page cache), unless it began while planning (hashing_ahead)
+            linked = writer.will_link()
+            hashed = None
+            if fingerprints is None:
+                hashed = pool.submit(fingerprint_files, inventory, writer.cancel, linked)
             written, copied = _write_other_files(inventory, plan, rendered, staging)
             output = None
             tokens = manifest_tokens(inventory, plan)
@@ -225,6 +229,8 @@ def _build(
             if in_child is not None:
                 checks += in_child.result()
             recorded = hashed.result() if hashed is not None else fingerprints or {}
+            if hashed is not None and linked - writer.linked:  # a file not linked after all: its content, then
+                recorded |= fingerprint_paths(inventory.root, sorted(linked - writer.linked))
             manifest = build_manifest(inventory, plan, recorded, extra_manifest or {})
             (staging / MANIFEST).write_text(dump_json(manifest, JsonStyle(indent=2)), encoding="utf-8")
             for relative, changed in written_weights:
@@ -357,6 +363,7 @@ class _WeightWriter:
     link_unchanged: bool = False  # hard-link weight files the plan does not change (else: a reflink, or a copy)
     copying: threading.Event = field(default_factory=threading.Event)
     cancel: threading.Event = field(default_factory=threading.Event)
+    linked: set[str] = field(default_factory=set)  # the files hard-linked so far
     started: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
 
@@ -370,6 +377,20 @@ class _WeightWriter:
         finally:
             self.copying.set()
             self.done.set()
+
+    def will_link(self) -> frozenset[str]:
+        """The weight files this writer hard-links: with ``link_unchanged``, those no tensor op changes, in a set
+        the plan does not convert."""
+        if not self.link_unchanged:
+            return frozenset()
+        changed = {op.file for op in self.plan.tensors}
+        return frozenset(
+            name
+            for weights in self.inventory.weights
+            if self.plan.weights_format in (None, weights.format)
+            for name in weights.files
+            if name not in changed
+        )
 
     def stop(self) -> None:
         """Cancel, and wait until a run under way has ended. The thread pool's own join is not enough: a signal
@@ -418,6 +439,8 @@ class _WeightWriter:
                 and not self.cancel.is_set()
                 and _clone(inventory.path(relative), destination, self.link_unchanged)
             ):
+                if self.link_unchanged:
+                    self.linked.add(relative)
                 if progress is not None:
                     progress(destination.stat().st_size)
                 started()

@@ -14,6 +14,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -23,6 +24,7 @@ from .inits import DistillSettings, inits_for
 from .plan import hash_document
 
 if TYPE_CHECKING:
+    from .inventory import Inventory
     from .verification import Level
 
 Status = Literal["ok", "skipped", "failed", "planned"]
@@ -325,8 +327,7 @@ def run_one(
 def _run_one(
     model: Path, output: Path, recipe: Recipe, dry_run: bool, verify: Level | None, start: float, link_unchanged: bool
 ) -> Outcome:
-    from .api import apply_plan, plan_surgery
-    from .fingerprints import fingerprint_paths
+    from .fingerprints import hashing_ahead, unchanged_since
     from .inventory import MANIFEST, list_files, read_inventory
 
     force = False
@@ -341,12 +342,29 @@ def _run_one(
         # re-run over many directories costs little more than their hashing)
         if manifest.get("recipe_hash") == recipe.hash and model.is_dir():
             files = sorted(list_files(model))
-            if manifest.get("source_files") == fingerprint_paths(model, files):
+            if unchanged_since(manifest.get("source_files"), model, files):
                 return Outcome(
                     str(model), str(output), "skipped", seconds=time.perf_counter() - start, reason="up to date"
                 )
         force = True
     inventory = read_inventory(model)  # an inconsistent one is refused by the planner, as in every surgery
+    with nullcontext() if dry_run else hashing_ahead(inventory, weights=not link_unchanged):
+        return _plan_and_apply(inventory, model, output, recipe, dry_run, verify, start, link_unchanged, force)
+
+
+def _plan_and_apply(
+    inventory: Inventory,
+    model: Path,
+    output: Path,
+    recipe: Recipe,
+    dry_run: bool,
+    verify: Level | None,
+    start: float,
+    link_unchanged: bool,
+    force: bool,
+) -> Outcome:
+    from .api import apply_plan, plan_surgery
+
     plan = plan_surgery(
         inventory,
         recipe.strategy,

@@ -5,14 +5,21 @@ anywhere, not only at its ends, is told from the one a plan was made from. Files
 releases the GIL, so a surgery hashes beside its weight copy. A small checkpoint is hashed in the calling thread,
 with a buffer no larger than its largest file: starting threads and zeroing a 16 MB buffer per file cost more than
 hashing a tiny model, which is what a re-run of a batch over many small directories does.
+
+A surgery begins hashing as soon as it has read the source (:func:`hashing_ahead`), in a background thread, while
+it plans: planning is CPU work on the tokenizer, hashing reads the weights. By the time the weights are copied they
+are in the page cache, so on a cold cache the disk reads no longer wait for the planning.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .inventory import MANIFEST, Inventory
@@ -40,9 +47,18 @@ def fingerprint(path: Path, cancel: threading.Event | None = None) -> str:
     return f"sha256:{digest.hexdigest()}"
 
 
-def fingerprint_files(inventory: Inventory, cancel: threading.Event | None = None) -> dict[str, str]:
-    """The fingerprint of every file of the checkpoint but its manifest, by relative path."""
-    return fingerprint_paths(inventory.root, inventory.files, cancel)
+def fingerprint_files(
+    inventory: Inventory, cancel: threading.Event | None = None, linked: Collection[str] = ()
+) -> dict[str, str]:
+    """The fingerprint of every file of the checkpoint but its manifest, by relative path; those begun by
+    :func:`hashing_ahead` for this very inventory when they were. ``linked``: files the output hard-links
+    (``--link-unchanged``), which are not read: see :func:`linked_fingerprint`."""
+    names = [name for name in inventory.files if name != MANIFEST]
+    ahead = _AHEAD.get(id(inventory))
+    known = ahead.result(cancel) if ahead is not None and ahead.inventory is inventory else {}
+    missing = [name for name in names if name not in known and name not in linked]
+    hashed = {**known, **fingerprint_paths(inventory.root, missing, cancel)}
+    return {name: linked_fingerprint(inventory.path(name)) if name in linked else hashed[name] for name in names}
 
 
 def fingerprint_paths(root: Path, files: Iterable[str], cancel: threading.Event | None = None) -> dict[str, str]:
@@ -56,7 +72,88 @@ def fingerprint_paths(root: Path, files: Iterable[str], cancel: threading.Event 
         return dict(zip(names, hashes, strict=True))
 
 
-def _size(handle: object) -> int:
-    import os
+def linked_fingerprint(path: Path) -> str:
+    """What a manifest records for a source file the output shares (a hard link): ``linked:`` and its inode, size
+    and modification time, not its content. Reading every byte of files a surgery does not change would cost more
+    than the surgery; the output holds that very file, so its content is the source's by construction. A source
+    file replaced (a new inode) or written in place (a new modification time) no longer matches."""
+    status = os.stat(path)
+    return f"{LINKED}{status.st_ino}:{status.st_size}:{status.st_mtime_ns}"
 
+
+LINKED = "linked:"
+
+
+def unchanged_since(recorded: object, root: Path, files: Iterable[str]) -> bool:
+    """Whether the files ``files`` of the checkpoint at ``root`` are those a manifest's ``source_files``
+    (``recorded``) describe: the same names, each content hash and each :func:`linked_fingerprint` as recorded.
+    Nothing is parsed (batch's up-to-date check)."""
+    names = [name for name in files if name != MANIFEST]
+    if not isinstance(recorded, dict) or set(recorded) != set(names):
+        return False
+    linked = {name for name in names if str(recorded[name]).startswith(LINKED)}
+    if any(recorded[name] != linked_fingerprint(root / name) for name in linked):
+        return False
+    hashed = [name for name in names if name not in linked]
+    return fingerprint_paths(root, hashed) == {name: recorded[name] for name in hashed}
+
+
+@contextmanager
+def hashing_ahead(inventory: Inventory, *, weights: bool = True) -> Iterator[None]:
+    """Hash ``inventory``'s files in a background thread from now on; :func:`fingerprint_files` of it inside the
+    block waits for that work instead of starting again. ``weights=False`` leaves the weight files to be hashed
+    when the surgery knows which it hard-links (``--link-unchanged``: those are never read). Leaving the block
+    stops hashing that is still under way (a surgery that failed does not read the rest of a large checkpoint)."""
+    skip = {name for ws in inventory.weights for name in ws.files} if not weights else set()
+    job = _Ahead(inventory, [name for name in inventory.files if name != MANIFEST and name not in skip])
+    _AHEAD[id(inventory)] = job
+    job.thread.start()
+    try:
+        yield
+    finally:
+        job.cancel.set()
+        job.thread.join()
+        if _AHEAD.get(id(inventory)) is job:
+            del _AHEAD[id(inventory)]
+
+
+@dataclass
+class _Ahead:
+    """Hashing of ``names`` begun ahead of its use (see :func:`hashing_ahead`)."""
+
+    inventory: Inventory
+    names: list[str]
+    cancel: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event = field(default_factory=threading.Event)
+    hashes: dict[str, str] = field(default_factory=dict)
+    error: BaseException | None = None
+    thread: threading.Thread = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.thread = threading.Thread(target=self._run, name="vocabsurgeon-hash-ahead", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.hashes = fingerprint_paths(self.inventory.root, self.names, self.cancel)
+        except BaseException as error:  # handed to the thread that waits for the result (Cancelled, OSError)
+            self.error = error
+        finally:
+            self.done.set()
+
+    def result(self, cancel: threading.Event | None) -> dict[str, str]:
+        """The hashes, once done; Cancelled as soon as ``cancel`` is set (the hashing is stopped too)."""
+        while not self.done.wait(0.05):
+            if cancel is not None and cancel.is_set():
+                self.cancel.set()
+                raise Cancelled(f"hashing {self.inventory.root} was cancelled")
+        if self.error is not None:
+            raise self.error
+        return dict(self.hashes)
+
+
+#: hashing begun ahead, by the id of its inventory (the job holds the inventory, so the id is not reused meanwhile)
+_AHEAD: dict[int, _Ahead] = {}
+
+
+def _size(handle: object) -> int:
     return os.fstat(handle.fileno()).st_size  # type: ignore[attr-defined]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ import click
 
 from ..api import apply_plan, plan_surgery, read_tokens_file
 from ..apply import Result
+from ..fingerprints import hashing_ahead
 from ..inits import DEFAULT_CONTEXTS, DEFAULT_STEPS, DistillSettings, init_help, inits_for
 from ..inventory import Inventory, read_inventory
 from ..plan import Operation, Plan, load_plan, save_plan
@@ -50,6 +51,7 @@ link_option = click.option(
     help="Hard-link the weight files the surgery does not change (shards without a vocabulary tensor) instead of"
     " cloning or copying them: instant, no space. The output must be on the source's filesystem, and the two then"
     " share those files: writing into one (an in-place edit, a training run saving over it) changes the other."
+    " Linked files are not read: the manifest records them by inode, size and time, not sha256."
     " Without it they are cloned where the filesystem can (a reflink: Btrfs, XFS) and copied elsewhere.",
 )
 
@@ -279,6 +281,13 @@ def _surgery(model: str, operation: Operation, **kw: Any) -> None:
         requests = []
     else:
         requests = collect_requests(kw["tokens"], kw["special_tokens"], kw["tokens_file"], kw["special_tokens_file"])
+    hashed = not kw["dry_run"] or kw["save_plan"] is not None  # the manifest or the saved plan records the hashes
+    ahead = hashing_ahead(inventory, weights=not kw.get("link_unchanged", False)) if hashed else nullcontext()
+    with ahead:
+        _plan_and_execute(inventory, operation, requests, kw)
+
+
+def _plan_and_execute(inventory: Inventory, operation: Operation, requests: list[TokenRequest], kw: Any) -> None:
     plan = plan_surgery(
         inventory,
         operation,

@@ -80,9 +80,13 @@ def patch_json(text: str, old: Any, new: Any, style: JsonStyle, *, levels: int =
 def _patch(text: str, start: int, end: int, old: Any, new: Any, style: JsonStyle, depth: int, levels: int) -> str:
     if old == new:
         return text[start:end]
-    if not (levels and isinstance(old, dict) and isinstance(new, dict) and list(old) == list(new)):
+    if not (levels and isinstance(old, dict) and isinstance(new, dict) and old):
         return _dump_at(new, style, depth)
     keys = list(old)
+    ordered = list(new)
+    if ordered[: len(keys)] != keys:
+        return _dump_at(new, style, depth)  # members removed or reordered: serialized afresh
+    added = ordered[len(keys) :]
     changed = [i for i, key in enumerate(keys) if old[key] != new[key]]
     # members after the last changed one keep their bytes as they are, unscanned: a big unchanged tail (the model
     # of a tokenizer.json whose added_tokens grew) is not parsed again
@@ -94,8 +98,23 @@ def _patch(text: str, start: int, end: int, old: Any, new: Any, style: JsonStyle
         pieces.append(text[cursor:value_start])
         pieces.append(_patch(text, value_start, value_end, old[key], new[key], style, depth + 1, levels - 1))
         cursor = value_end
-    pieces.append(text[cursor:end])
+    tail = text[cursor:end]
+    if added:  # members new at the end (a vocabulary that grew): written before the closing brace, the rest kept
+        inside = len(tail[: len(tail.rstrip()) - 1].rstrip())
+        pieces += [tail[:inside], _members(new, added, style, depth), tail[inside:]]
+    else:
+        pieces.append(tail)
     return "".join(pieces)
+
+
+def _members(value: dict[str, Any], keys: list[str], style: JsonStyle, depth: int) -> str:
+    """``keys`` of ``value`` as members following another one in an object ``depth`` levels deep."""
+    item, colon = style.separators
+    lead = item if style.indent is None else f"{item}\n{' ' * (style.indent * (depth + 1))}"
+    return "".join(
+        f"{lead}{json.dumps(key, ensure_ascii=style.ensure_ascii)}{colon}{_dump_at(value[key], style, depth + 1)}"
+        for key in keys
+    )
 
 
 def _member_spans(text: str, start: int, stop: int | None = None) -> dict[str, tuple[int, int]]:

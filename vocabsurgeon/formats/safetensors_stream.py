@@ -54,8 +54,10 @@ MAX_HEADER_SIZE = 100_000_000
 #: the largest piece handled at once: a mean's read chunk, an encoded batch of rows, one progress step.
 CHUNK_BYTES = 64 << 20
 
-#: concurrent copy streams of one file: a virtual or networked disk reads several streams faster than one.
-COPY_STREAMS = 4
+#: concurrent copy streams of one file. One: on the 16 GB Llama-3-8B benchmark (cold cache, this virtual disk),
+#: 4 streams per file took 50 s and 41 s of kernel CPU against 45 s and 34 s for one (``cp -r``: 43 s, 26 s); two
+#: files are copied at once anyway (apply.PARALLEL_FILES). A networked filesystem may want more.
+COPY_STREAMS = 1
 
 #: the largest range one copy stream copies at once (and so one progress step).
 COPY_JOB_BYTES = 256 << 20
@@ -619,9 +621,9 @@ def _write_data(
     cancel: threading.Event | None = None,
 ) -> None:
     """Write every piece of the layout, the copies split into jobs of at most :data:`COPY_JOB_BYTES` and run
-    :data:`COPY_STREAMS` at a time: a virtual or networked disk reads several streams faster than one. A job is
-    one ``copy_file_range`` call, so the threads seldom need the GIL (a surgery checks the tokenizer files in the
-    main thread meanwhile). Each piece goes to its own offset: the order in which they finish does not matter."""
+    :data:`COPY_STREAMS` at a time. A job is one ``copy_file_range`` call, so the threads seldom need the GIL
+    (a surgery checks the tokenizer files in the main thread meanwhile). Each piece goes to its own offset: the
+    order in which they finish does not matter."""
     pieces, expected_size = _layout(header, edits, grows)
     jobs = [
         _Piece(piece.dst + start, min(COPY_JOB_BYTES, piece.size - start), src=piece.src + start)
