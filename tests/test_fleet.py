@@ -264,7 +264,8 @@ def test_linked_shards_are_not_read_and_the_manifest_says_so(
         for name, value in recorded.items():
             if flag and name in unchanged:
                 status = (llama_sharded_dir / name).stat()
-                assert value == f"linked:{status.st_ino}:{status.st_size}:{status.st_mtime_ns}"
+                assert value == f"linked:{status.st_dev}:{status.st_ino}:{status.st_size}:{status.st_mtime_ns}"
+                assert _inode(out / name) == status.st_ino
                 assert name not in hashed
             else:
                 assert value == "sha256:" + hashlib.sha256((llama_sharded_dir / name).read_bytes()).hexdigest()
@@ -342,3 +343,47 @@ def test_hashing_ahead_gives_the_same_fingerprints_and_stops_on_failure(
     assert not job.thread.is_alive()
     assert id(inventory) not in fingerprints._AHEAD
     assert not [t for t in threading.enumerate() if t.name == "vocabsurgeon-hash-ahead"]
+
+
+def test_a_surgery_sharing_hashing_with_another_survives_its_end(
+    llama_sharded_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two surgeries of one Inventory object at once (threads of a library caller): the second block rides on the
+    first's job; when the first ends and stops that job, the second hashes by itself rather than fail."""
+    import threading
+
+    from vocabsurgeon import fingerprints
+    from vocabsurgeon.inventory import read_inventory
+
+    inventory = read_inventory(llama_sharded_dir)
+    expected = fingerprints.fingerprint_files(inventory)
+    real = fingerprints.fingerprint
+    release = threading.Event()
+
+    def stalled_ahead(path: Path, cancel: threading.Event | None = None) -> str:
+        if threading.current_thread().name == "vocabsurgeon-hash-ahead":  # only the job begun ahead is slow
+            assert cancel is not None
+            if cancel.wait(60):
+                raise fingerprints.Cancelled(f"hashing {path} was cancelled")
+        return real(path, cancel)
+
+    monkeypatch.setattr(fingerprints, "fingerprint", stalled_ahead)
+    inside = threading.Event()
+
+    def first() -> None:
+        with fingerprints.hashing_ahead(inventory):
+            inside.set()
+            release.wait(60)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    assert inside.wait(30)
+    got: list[dict[str, str]] = []
+    with fingerprints.hashing_ahead(inventory):  # the first's job is under way: this block starts none
+        assert len([t for t in threading.enumerate() if t.name == "vocabsurgeon-hash-ahead"]) == 1
+        waiter = threading.Thread(target=lambda: got.append(fingerprints.fingerprint_files(inventory)))
+        waiter.start()
+        release.set()  # the first surgery ends: its block stops the job this one waits on
+        thread.join(30)
+        waiter.join(30)
+    assert got == [expected]

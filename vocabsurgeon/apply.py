@@ -26,7 +26,7 @@ from typing import Any
 
 from . import __version__
 from .errors import LinkRefusedError, OutputExistsError, SourceChangedError
-from .fingerprints import fingerprint_files, fingerprint_paths
+from .fingerprints import fingerprint_files, fingerprint_paths, linked_fingerprint
 from .formats.json_file import JsonStyle, dump_json
 from .formats.weights import Progress, TensorEdit
 from .interrupts import deferred
@@ -229,8 +229,8 @@ def _build(
             if in_child is not None:
                 checks += in_child.result()
             recorded = hashed.result() if hashed is not None else fingerprints or {}
-            if hashed is not None and linked - writer.linked:  # a file not linked after all: its content, then
-                recorded |= fingerprint_paths(inventory.root, sorted(linked - writer.linked))
+            if hashed is not None and linked:
+                recorded = _with_links(inventory, recorded, writer.linked, linked)
             manifest = build_manifest(inventory, plan, recorded, extra_manifest or {})
             (staging / MANIFEST).write_text(dump_json(manifest, JsonStyle(indent=2)), encoding="utf-8")
             for relative, changed in written_weights:
@@ -244,6 +244,17 @@ def _build(
     if verify is not None and output is not None:
         checks += verify.weight_checks(with_weights(output), inventory, tokens)
     return sorted({*written, MANIFEST}), copied, checks
+
+
+def _with_links(
+    inventory: Inventory, hashed: dict[str, str], made: dict[str, str], predicted: frozenset[str]
+) -> dict[str, str]:
+    """The manifest's fingerprints in the source's file order: content hashes, and the links' records (see
+    fingerprints.linked_fingerprint) for the files the writer hard-linked; a file predicted to be linked that was
+    not (none, today) gets its content hash."""
+    missing = sorted(predicted - set(made))
+    recorded = {**hashed, **made, **(fingerprint_paths(inventory.root, missing) if missing else {})}
+    return {name: recorded[name] for name in inventory.files if name in recorded}
 
 
 def _written_documents(
@@ -363,7 +374,7 @@ class _WeightWriter:
     link_unchanged: bool = False  # hard-link weight files the plan does not change (else: a reflink, or a copy)
     copying: threading.Event = field(default_factory=threading.Event)
     cancel: threading.Event = field(default_factory=threading.Event)
-    linked: set[str] = field(default_factory=set)  # the files hard-linked so far
+    linked: dict[str, str] = field(default_factory=dict)  # the files hard-linked so far, and their records
     started: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
 
@@ -439,8 +450,8 @@ class _WeightWriter:
                 and not self.cancel.is_set()
                 and _clone(inventory.path(relative), destination, self.link_unchanged)
             ):
-                if self.link_unchanged:
-                    self.linked.add(relative)
+                if self.link_unchanged:  # recorded by the link itself: the inode the output holds
+                    self.linked[relative] = linked_fingerprint(destination)
                 if progress is not None:
                     progress(destination.stat().st_size)
                 started()

@@ -52,13 +52,19 @@ def fingerprint_files(
 ) -> dict[str, str]:
     """The fingerprint of every file of the checkpoint but its manifest, by relative path; those begun by
     :func:`hashing_ahead` for this very inventory when they were. ``linked``: files the output hard-links
-    (``--link-unchanged``), which are not read: see :func:`linked_fingerprint`."""
-    names = [name for name in inventory.files if name != MANIFEST]
+    (``--link-unchanged``), left out: never read, they are recorded by the link made (:func:`linked_fingerprint`)."""
+    names = [name for name in inventory.files if name != MANIFEST and name not in linked]
+    known: dict[str, str] = {}
     ahead = _AHEAD.get(id(inventory))
-    known = ahead.result(cancel) if ahead is not None and ahead.inventory is inventory else {}
-    missing = [name for name in names if name not in known and name not in linked]
-    hashed = {**known, **fingerprint_paths(inventory.root, missing, cancel)}
-    return {name: linked_fingerprint(inventory.path(name)) if name in linked else hashed[name] for name in names}
+    if ahead is not None and ahead.inventory is inventory:
+        try:
+            known = ahead.result(cancel)
+        except Cancelled:
+            if cancel is not None and cancel.is_set():
+                raise
+            known = {}  # stopped by the block that began it (another surgery of this inventory): hash here
+    hashed = {**known, **fingerprint_paths(inventory.root, [name for name in names if name not in known], cancel)}
+    return {name: hashed[name] for name in names}
 
 
 def fingerprint_paths(root: Path, files: Iterable[str], cancel: threading.Event | None = None) -> dict[str, str]:
@@ -73,12 +79,13 @@ def fingerprint_paths(root: Path, files: Iterable[str], cancel: threading.Event 
 
 
 def linked_fingerprint(path: Path) -> str:
-    """What a manifest records for a source file the output shares (a hard link): ``linked:`` and its inode, size
-    and modification time, not its content. Reading every byte of files a surgery does not change would cost more
-    than the surgery; the output holds that very file, so its content is the source's by construction. A source
-    file replaced (a new inode) or written in place (a new modification time) no longer matches."""
+    """What a manifest records for a source file the output shares (a hard link): ``linked:`` and its device,
+    inode, size and modification time, not its content. Reading every byte of files a surgery does not change would
+    cost more than the surgery; the output holds that very file, so its content is the source's by construction.
+    Taken of the link once made (the inode the output holds, even if the source path was replaced meanwhile). A
+    source file replaced (another inode) or written in place (another modification time) no longer matches."""
     status = os.stat(path)
-    return f"{LINKED}{status.st_ino}:{status.st_size}:{status.st_mtime_ns}"
+    return f"{LINKED}{status.st_dev}:{status.st_ino}:{status.st_size}:{status.st_mtime_ns}"
 
 
 LINKED = "linked:"
@@ -104,17 +111,23 @@ def hashing_ahead(inventory: Inventory, *, weights: bool = True) -> Iterator[Non
     block waits for that work instead of starting again. ``weights=False`` leaves the weight files to be hashed
     when the surgery knows which it hard-links (``--link-unchanged``: those are never read). Leaving the block
     stops hashing that is still under way (a surgery that failed does not read the rest of a large checkpoint)."""
+    if _AHEAD.get(id(inventory)) is not None:
+        yield  # already under way for this inventory (a nested or concurrent surgery): that job serves both
+        return
     skip = {name for ws in inventory.weights for name in ws.files} if not weights else set()
     job = _Ahead(inventory, [name for name in inventory.files if name != MANIFEST and name not in skip])
     _AHEAD[id(inventory)] = job
-    job.thread.start()
     try:
+        job.thread.start()
         yield
     finally:
-        job.cancel.set()
-        job.thread.join()
-        if _AHEAD.get(id(inventory)) is job:
-            del _AHEAD[id(inventory)]
+        try:
+            job.cancel.set()
+            if job.thread.ident is not None:
+                job.thread.join()
+        finally:
+            if _AHEAD.get(id(inventory)) is job:
+                del _AHEAD[id(inventory)]
 
 
 @dataclass
@@ -146,8 +159,13 @@ class _Ahead:
             if cancel is not None and cancel.is_set():
                 self.cancel.set()
                 raise Cancelled(f"hashing {self.inventory.root} was cancelled")
-        if self.error is not None:
-            raise self.error
+        error = self.error  # raised anew in the waiting thread (one exception object is not raised in two)
+        if isinstance(error, Cancelled):
+            raise Cancelled(str(error))
+        if isinstance(error, OSError):
+            raise OSError(error.errno, error.strerror, error.filename) from error
+        if error is not None:
+            raise RuntimeError(f"hashing {self.inventory.root} failed: {error}") from error
         return dict(self.hashes)
 
 

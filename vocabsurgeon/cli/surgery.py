@@ -51,7 +51,8 @@ link_option = click.option(
     help="Hard-link the weight files the surgery does not change (shards without a vocabulary tensor) instead of"
     " cloning or copying them: instant, no space. The output must be on the source's filesystem, and the two then"
     " share those files: writing into one (an in-place edit, a training run saving over it) changes the other."
-    " Linked files are not read: the manifest records them by inode, size and time, not sha256."
+    " Linked files are not read: the manifest records them by device, inode, size and time, not sha256"
+    " (--save-plan still hashes them: a plan pins content)."
     " Without it they are cloned where the filesystem can (a reflink: Btrfs, XFS) and copied elsewhere.",
 )
 
@@ -282,7 +283,10 @@ def _surgery(model: str, operation: Operation, **kw: Any) -> None:
     else:
         requests = collect_requests(kw["tokens"], kw["special_tokens"], kw["tokens_file"], kw["special_tokens_file"])
     hashed = not kw["dry_run"] or kw["save_plan"] is not None  # the manifest or the saved plan records the hashes
-    ahead = hashing_ahead(inventory, weights=not kw.get("link_unchanged", False)) if hashed else nullcontext()
+    # with --link-unchanged the weight files wait until the surgery knows which it links (never read); a saved
+    # plan pins every file's content, so then they are hashed ahead all the same
+    weights = kw["save_plan"] is not None or not kw.get("link_unchanged", False)
+    ahead = hashing_ahead(inventory, weights=weights) if hashed else nullcontext()
     with ahead:
         _plan_and_execute(inventory, operation, requests, kw)
 
