@@ -80,6 +80,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -838,6 +839,20 @@ def dir_size(path: Path) -> tuple[int, int]:
     return sum(p.stat().st_size for p in files), len(files)
 
 
+def in_workdir(workdir: Path | None, keep: bool, prefix: str, run: Callable[[Path], int]) -> int:
+    """``run(directory)`` in ``workdir`` (kept), or in a fresh temp directory removed afterwards unless ``keep``."""
+    temp = workdir is None
+    directory = workdir.resolve() if workdir is not None else Path(tempfile.mkdtemp(prefix=prefix))
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        return run(directory)
+    finally:
+        if temp and not keep:
+            shutil.rmtree(directory, ignore_errors=True)
+        else:
+            print(f"\nwork directory kept: {directory}")
+
+
 SETTLE_S = 1.0
 
 
@@ -916,16 +931,9 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(line_buffering=True)  # keep our lines ordered with the libraries' stderr
     spec = SIZES[args.size]
-    temp = args.workdir is None
-    workdir = Path(tempfile.mkdtemp(prefix="vocabsurgeon-bench-")) if temp else args.workdir.resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
-    try:
-        return run_benchmark(args, spec, workdir)
-    finally:
-        if temp and not args.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            print(f"\nwork directory kept: {workdir}")
+    return in_workdir(
+        args.workdir, args.keep, "vocabsurgeon-bench-", lambda workdir: run_benchmark(args, spec, workdir)
+    )
 
 
 def run_benchmark(args: argparse.Namespace, spec: Spec, workdir: Path) -> int:

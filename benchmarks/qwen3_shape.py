@@ -72,7 +72,6 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
 import time
 from pathlib import Path
 
@@ -465,16 +464,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(line_buffering=True)
-    temp = args.workdir is None
-    workdir = Path(tempfile.mkdtemp(prefix="vocabsurgeon-qwen3-")) if temp else args.workdir.resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
-    try:
-        return run_benchmark(args, workdir)
-    finally:
-        if temp and not args.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            print(f"\nwork directory kept: {workdir}")
+    return avt.in_workdir(args.workdir, args.keep, "vocabsurgeon-qwen3-", lambda workdir: run_benchmark(args, workdir))
 
 
 def prepare_source(args: argparse.Namespace, workdir: Path, env: dict[str, str]) -> tuple[Path, str]:
@@ -494,19 +484,26 @@ def prepare_source(args: argparse.Namespace, workdir: Path, env: dict[str, str])
     return src, tokenizer_note
 
 
-def run_benchmark(args: argparse.Namespace, workdir: Path) -> int:
-    cache, cache_note = avt.resolve_cache(args.cache)
-    load_start = avt.load_str()
-    print(f"# vocabsurgeon on a Qwen3-0.6B shape ({args.size}, {args.tokens} tokens, repeat {args.repeat}, {cache})\n")
+def contender_env(given: Path | None, workdir: Path, cache_note: str) -> tuple[Path, dict[str, str]]:
+    """Print the page-cache mode and the machine; return the vocabsurgeon code to run (``--code``, default the
+    repository) and the contenders' environment (that code first on the path, the Hub offline)."""
     print(f"Page cache: {cache_note}.\n\nMachine:")
     print("\n".join(avt.machine_info(workdir)))
-    code = (args.code or avt.REPO_ROOT).resolve()
+    code = (given or avt.REPO_ROOT).resolve()
     if not (code / "vocabsurgeon" / "__init__.py").is_file():
         sys.exit(f"--code {code}: no vocabsurgeon package there")
     print(f"- vocabsurgeon code run: {code / 'vocabsurgeon'}")
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(code), env.get("PYTHONPATH")]))
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HUB_DISABLE_PROGRESS_BARS="1")
+    return code, env
+
+
+def run_benchmark(args: argparse.Namespace, workdir: Path) -> int:
+    cache, cache_note = avt.resolve_cache(args.cache)
+    load_start = avt.load_str()
+    print(f"# vocabsurgeon on a Qwen3-0.6B shape ({args.size}, {args.tokens} tokens, repeat {args.repeat}, {cache})\n")
+    code, env = contender_env(args.code, workdir, cache_note)
 
     src, tokenizer_note = prepare_source(args, workdir, env)
     size, n_files = avt.dir_size(src)

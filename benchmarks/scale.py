@@ -59,7 +59,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -286,16 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(line_buffering=True)
-    temp = args.workdir is None
-    workdir = Path(tempfile.mkdtemp(prefix="vocabsurgeon-scale-")) if temp else args.workdir.resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
-    try:
-        return run_benchmark(args, workdir)
-    finally:
-        if temp and not args.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            print(f"\nwork directory kept: {workdir}")
+    return avt.in_workdir(args.workdir, args.keep, "vocabsurgeon-scale-", lambda workdir: run_benchmark(args, workdir))
 
 
 def run_benchmark(args: argparse.Namespace, workdir: Path) -> int:
@@ -303,15 +293,7 @@ def run_benchmark(args: argparse.Namespace, workdir: Path) -> int:
     cache, cache_note = avt.resolve_cache(args.cache)
     load_start = avt.load_str()
     print(f"# vocabsurgeon at scale: {args.shape} ({shape.description}), repeat {args.repeat}, cache {cache}\n")
-    print(f"Page cache: {cache_note}.\n\nMachine:")
-    print("\n".join(avt.machine_info(workdir)))
-    code = (args.code or avt.REPO_ROOT).resolve()
-    if not (code / "vocabsurgeon" / "__init__.py").is_file():
-        sys.exit(f"--code {code}: no vocabsurgeon package there")
-    print(f"- vocabsurgeon code run: {code / 'vocabsurgeon'}")
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(code), env.get("PYTHONPATH")]))
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HUB_DISABLE_PROGRESS_BARS="1")
+    _, env = q3.contender_env(args.code, workdir, cache_note)
 
     src, tokenizer_note = build(shape, workdir, env)
     size, n_files = avt.dir_size(src)
