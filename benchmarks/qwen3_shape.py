@@ -434,6 +434,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "Qwen3-0.6B-shaped checkpoint (310 tensors in one model.safetensors, built locally)."
     )
     parser.add_argument("--size", choices=sorted(SHAPES), default="full", help="full: ~1.2 GB; small: ~30 MB smoke")
+    parser.add_argument("--transformers", action="store_true", help="also time transformers load/resize/save (slow)")
+    parser.add_argument("--profile", action="store_true", help="also profile (a) and (a') once with cProfile")
+    parser.add_argument("--tokenizer-dir", type=Path, help="a directory with Qwen3's tokenizer files")
+    return parse_run_options(parser, argv)
+
+
+def parse_run_options(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """The options this benchmark shares with scale.py (tokens, repetitions, cache, code, work directory), parsed
+    with the parser's own, and checked."""
     parser.add_argument("--tokens", type=int, default=1000, metavar="N", help="new tokens for append (default 1000)")
     parser.add_argument("--repeat", type=int, default=5, metavar="R", help="interleaved repetitions (default 5)")
     parser.add_argument(
@@ -442,9 +451,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="cold: sync + drop_caches before every timed run (default when root); warm: one warm-up copy first",
     )
-    parser.add_argument("--transformers", action="store_true", help="also time transformers load/resize/save (slow)")
-    parser.add_argument("--profile", action="store_true", help="also profile (a) and (a') once with cProfile")
-    parser.add_argument("--tokenizer-dir", type=Path, help="a directory with Qwen3's tokenizer files")
     parser.add_argument(
         "--code",
         type=Path,
@@ -453,7 +459,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--workdir", type=Path, help="work directory, kept; the checkpoint is reused (default: temp)")
     parser.add_argument("--keep", action="store_true", help="do not remove the temp work directory")
-    parser.add_argument("--check", action="store_true", help="exit 1 if the target FAILs")
+    parser.add_argument("--check", action="store_true", help="exit 1 if a target FAILs")
     args = parser.parse_args(argv)
     if args.tokens <= REMAP_WORDS or args.repeat < 1:
         parser.error(f"--tokens must be > {REMAP_WORDS} and --repeat >= 1")
@@ -499,6 +505,22 @@ def contender_env(given: Path | None, workdir: Path, cache_note: str) -> tuple[P
     return code, env
 
 
+def prepare_runs(workdir: Path, src: Path, tokens: int, cache: str) -> tuple[Path, Path]:
+    """The tokens file (``tokens`` pseudo-words not in the vocabulary) and an empty directory for the outputs; with
+    a warm cache, the source read once, untimed."""
+    tokens_file = workdir / "tokens.txt"
+    avt.make_tokens(tokens, avt.bpe_vocab(src), tokens_file)
+    print(f"New tokens: {tokens} pseudo-words in {tokens_file}; remap takes the first {REMAP_WORDS}.\n")
+    out_root = workdir / "runs"
+    shutil.rmtree(out_root, ignore_errors=True)
+    out_root.mkdir()
+    if cache == "warm":
+        subprocess.run(["cp", "-r", str(src), str(out_root / "warmup")], check=True)
+        shutil.rmtree(out_root / "warmup")
+        avt.settle()
+    return tokens_file, out_root
+
+
 def run_benchmark(args: argparse.Namespace, workdir: Path) -> int:
     cache, cache_note = avt.resolve_cache(args.cache)
     load_start = avt.load_str()
@@ -514,17 +536,7 @@ def run_benchmark(args: argparse.Namespace, workdir: Path) -> int:
         f"{shape.vocab_size} rows, {tokenizer_ids(src)} tokenizer ids, hidden {shape.hidden_size}, "
         f"{shape.num_hidden_layers} layers, tied embedding, bf16.\nTokenizer: {tokenizer_note}."
     )
-    tokens_file = workdir / "tokens.txt"
-    avt.make_tokens(args.tokens, avt.bpe_vocab(src), tokens_file)
-    print(f"New tokens: {args.tokens} pseudo-words in {tokens_file}; remap takes the first {REMAP_WORDS}.")
-
-    out_root = workdir / "runs"
-    shutil.rmtree(out_root, ignore_errors=True)
-    out_root.mkdir()
-    if cache == "warm":
-        subprocess.run(["cp", "-r", str(src), str(out_root / "warmup")], check=True)
-        shutil.rmtree(out_root / "warmup")
-        avt.settle()
+    tokens_file, out_root = prepare_runs(workdir, src, args.tokens, cache)
     pairs = build_contenders(src, out_root, tokens_file, args.transformers)
     cons = [c for c, _ in pairs]
     results: dict[str, list[avt.Run]] = {c.key: [] for c in cons}

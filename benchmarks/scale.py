@@ -56,8 +56,6 @@ import dataclasses
 import io
 import json
 import os
-import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -69,7 +67,7 @@ if str(BENCH_DIR) not in sys.path:
 import append_vs_transformers as avt  # noqa: E402  (launcher, cache handling, summaries, the Llama-style builder)
 import qwen3_shape as q3  # noqa: E402  (the Qwen3 builder and the output check)
 
-REMAP_WORDS = 10
+REMAP_WORDS = q3.REMAP_WORDS
 GIB = 1024.0  # MiB
 
 
@@ -93,13 +91,6 @@ SHAPES = {
     "small": Shape("llama", "small", "Llama-3-style smoke size, ~50 MB", None, None, None, GIB),
     "qwen3-small": Shape("qwen3", "small", "Qwen3 layout at hidden 64, ~30 MB", None, None, None, GIB),
 }
-
-
-@dataclasses.dataclass(frozen=True)
-class Expect:
-    rows: int
-    n_ids: int
-    n_new: int
 
 
 def build(shape: Shape, workdir: Path, env: dict[str, str]) -> tuple[Path, str]:
@@ -129,14 +120,16 @@ def shard_limit(shape: Shape) -> int:
     return avt.max_shard_size(avt.SIZES[shape.size]) if shape.family == "llama" else 10**12
 
 
-def contenders(shape: Shape, src: Path, out_root: Path, tokens_file: Path) -> list[tuple[avt.Contender, Expect | None]]:
+def contenders(
+    shape: Shape, src: Path, out_root: Path, tokens_file: Path
+) -> list[tuple[avt.Contender, q3.Expect | None]]:
     n_ids = q3.tokenizer_ids(src)
     rows = json.loads((src / "config.json").read_text())["vocab_size"]
     words = tokens_file.read_text(encoding="utf-8").split()
     n = len(words)
-    appended = Expect(max(rows, n_ids + n), n_ids + n, n)
+    appended = q3.Expect(max(rows, n_ids + n), n_ids + n, n)
     padding = rows - n_ids  # rows past the tokenizer (Qwen3): remap names them; reserved slots keep the id count
-    remapped = Expect(rows, n_ids + min(REMAP_WORDS, max(padding, 0)), REMAP_WORDS)
+    remapped = q3.Expect(rows, n_ids + min(REMAP_WORDS, max(padding, 0)), REMAP_WORDS)
     remap_words = words[:REMAP_WORDS]
 
     def surgery(key: str, label: str, short: str, command: str, given: Path | list[str], *extra: str) -> avt.Contender:
@@ -262,23 +255,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "1.5 GB, a Qwen3-0.6B-shaped and a Llama-3-8B-shaped checkpoint (issue 14's targets)."
     )
     parser.add_argument("--shape", choices=sorted(SHAPES), default="qwen3", help="which checkpoint (default qwen3)")
-    parser.add_argument("--tokens", type=int, default=1000, metavar="N", help="new tokens for append (default 1000)")
-    parser.add_argument("--repeat", type=int, default=5, metavar="R", help="interleaved repetitions (default 5)")
     parser.add_argument(
         "--transformers-repeat",
         type=int,
         metavar="K",
         help="run (t) only in the first K repetitions (default: every one; 0: not at all)",
     )
-    parser.add_argument("--cache", choices=("cold", "warm"), default=None, help="see the module docstring")
-    parser.add_argument("--code", type=Path, help="directory holding the vocabsurgeon package to time")
-    parser.add_argument("--workdir", type=Path, help="work directory, kept; the checkpoint is reused (default: temp)")
-    parser.add_argument("--keep", action="store_true", help="do not remove the temp work directory")
-    parser.add_argument("--check", action="store_true", help="exit 1 if a target FAILs")
-    args = parser.parse_args(argv)
-    if args.tokens <= REMAP_WORDS or args.repeat < 1:
-        parser.error(f"--tokens must be > {REMAP_WORDS} and --repeat >= 1")
-    return args
+    return q3.parse_run_options(parser, argv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -298,17 +281,7 @@ def run_benchmark(args: argparse.Namespace, workdir: Path) -> int:
     src, tokenizer_note = build(shape, workdir, env)
     size, n_files = avt.dir_size(src)
     print(f"Checkpoint: {size / 1e9:.2f} GB in {n_files} files; tokenizer: {tokenizer_note}.")
-    tokens_file = workdir / "tokens.txt"
-    avt.make_tokens(args.tokens, avt.bpe_vocab(src), tokens_file)
-    print(f"New tokens: {args.tokens} pseudo-words in {tokens_file}; remap takes the first {REMAP_WORDS}.\n")
-
-    out_root = workdir / "runs"
-    shutil.rmtree(out_root, ignore_errors=True)
-    out_root.mkdir()
-    if cache == "warm":
-        subprocess.run(["cp", "-r", str(src), str(out_root / "warmup")], check=True)
-        shutil.rmtree(out_root / "warmup")
-        avt.settle()
+    tokens_file, out_root = q3.prepare_runs(workdir, src, args.tokens, cache)
     pairs = contenders(shape, src, out_root, tokens_file)
     cons = [c for c, _ in pairs]
     results: dict[str, list[avt.Run]] = {c.key: [] for c in cons}

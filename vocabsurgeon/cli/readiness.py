@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from ..inventory import read_inventory
+from ..readiness import READINESS_CONTEXTS
 from . import main
 from .output import emit_json, json_option, table
 
@@ -23,7 +24,9 @@ from .output import emit_json, json_option, table
     " fewer get generated sentences that fitting never uses.",
 )
 @click.option("--field", default=None, metavar="NAME", help="The text field of .jsonl corpus files.")
-@click.option("--contexts", type=click.IntRange(min=1), default=8, show_default=True, help="Contexts per word.")
+@click.option(
+    "--contexts", type=click.IntRange(min=1), default=READINESS_CONTEXTS, show_default=True, help="Contexts per word."
+)
 @click.option(
     "--skip",
     type=click.IntRange(min=0),
